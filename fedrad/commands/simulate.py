@@ -32,10 +32,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--strategy", help="fedavg, fedprox, fedadam, fedmedian, fedtrimmedavg, krum or exact"
     )
+    p.add_argument(
+        "--epsilon",
+        type=float,
+        help="sample-level DP (Opacus DP-SGD) at target epsilon per site for the whole study",
+    )
+    p.add_argument(
+        "--no-dp",
+        action="store_true",
+        help="switch differential privacy off (the privacy-utility baseline)",
+    )
+    p.add_argument(
+        "--secure-aggregation",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Flower SecAgg+ secure aggregation on (or --no-secure-aggregation: off)",
+    )
     p.add_argument("-o", "--output", help="run directory (default: runs/<scenario>-<seed>)")
     p.add_argument("--features", help="a precomputed multi-site feature table (one row per case)")
     p.add_argument("--site-column", help="with --features: the column naming each row's site")
     p.add_argument("--label-column", help="with --features: the binary outcome column")
+    p.add_argument("--data", help="folder of the real data set the scenario names ([cohort] data)")
+    p.add_argument(
+        "--folds", type=int, help="cross-validation folds (overrides [simulation] cv_folds)"
+    )
     p.set_defaults(run=run)
 
 
@@ -50,12 +70,43 @@ def load_scenario(args: argparse.Namespace):
     if args.seed is not None:
         scenario.seed = args.seed
         scenario.study = scenario.study.replace(seed=args.seed)
+    training: dict[str, object] = {}
     if args.rounds is not None:
-        scenario.study = scenario.study.with_training(rounds=args.rounds)
+        training["rounds"] = args.rounds
     if args.strategy:
-        scenario.study = scenario.study.with_training(strategy=args.strategy)
-        scenario.study.__post_init__()
+        training["strategy"] = args.strategy
+    study = scenario.study
+    # one replacement, so the study is validated once, with every flag applied
+    scenario.study = dataclasses.replace(
+        study,
+        training=dataclasses.replace(study.training, **training),
+        **privacy_changes(study, args),
+    )
     return scenario
+
+
+def privacy_changes(study, args: argparse.Namespace) -> dict[str, object]:
+    """``--epsilon``, ``--no-dp`` and ``--[no-]secure-aggregation`` as replacements of the
+    study's ``privacy`` and ``secure_aggregation`` settings."""
+    epsilon = getattr(args, "epsilon", None)
+    no_dp = getattr(args, "no_dp", False)
+    secure = getattr(args, "secure_aggregation", None)
+    changes: dict[str, object] = {}
+    if epsilon is not None and no_dp:
+        raise FedradError("--epsilon and --no-dp contradict each other: choose one")
+    if epsilon is not None:
+        if not epsilon > 0:
+            raise FedradError("--epsilon must be positive")
+        changes["privacy"] = dataclasses.replace(
+            study.privacy, mode="sample", target_epsilon=float(epsilon), noise_multiplier=None
+        )
+    elif no_dp:
+        changes["privacy"] = dataclasses.replace(study.privacy, mode="none")
+    if secure is not None:
+        changes["secure_aggregation"] = dataclasses.replace(
+            study.secure_aggregation, enabled=bool(secure)
+        )
+    return changes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     scenario = load_scenario(args)
+    apply_cohort_flags(scenario, args)
     run_dir = Path(args.output or f"runs/{scenario.name}-{scenario.seed}")
     sites = None
     if args.features:
@@ -80,10 +132,88 @@ def run(args: argparse.Namespace) -> int:
         f"[bold]fedrad simulate[/] {scenario.name}: {scenario.sites} sites, "
         f"{scenario.study.training.rounds} rounds of {scenario.study.training.strategy}, seed {scenario.seed}"
     )
-    metrics = run_scenario(scenario, run_dir, sites=sites)
+    metrics = (
+        run_cross_validated(scenario, run_dir, sites, console)
+        if scenario.cv_folds
+        else run_scenario(scenario, run_dir, sites=sites)
+    )
     console.print(comparison_table(metrics))
+    if "privacy" in metrics:
+        console.print(privacy_line(metrics["privacy"]))
     console.print(f"run directory: {run_dir}  (metrics.json, history.json, checkpoints/, plots/)")
     return 0
+
+
+def privacy_line(privacy: dict) -> str:
+    """One line on how the sites' updates were protected and what privacy they spent."""
+    secure = "on (Flower SecAgg+)" if privacy.get("secure_aggregation") else "off"
+    mode = privacy.get("mode", "none")
+    if mode == "none":
+        dp = "differential privacy: off"
+    else:
+        spent = [v for v in privacy.get("epsilon", {}).values() if v is not None]
+        kind = "per-patient DP-SGD" if mode == "sample" else "client-level DP"
+        worst = f"{max(spent):.2f}" if spent else "-"
+        dp = (
+            f"{kind}: epsilon spent per site up to {worst} "
+            f"(delta {privacy.get('delta', 0):g}, {privacy.get('accountant')} accountant)"
+        )
+        if privacy.get("out_of_budget"):
+            dp += f"; out of budget: {', '.join(privacy['out_of_budget'])}"
+    return f"{dp}; secure aggregation: {secure}"
+
+
+def apply_cohort_flags(scenario, args: argparse.Namespace) -> None:
+    """``--data`` and ``--folds``; a real data set's sites are counted for the header line."""
+    from fedrad.simulation import real_cohort
+
+    if getattr(args, "folds", None) is not None:
+        if args.folds == 1 or args.folds < 0:
+            raise FedradError("--folds must be 0 (no cross-validation) or at least 2")
+        scenario.cv_folds = args.folds
+    if getattr(args, "data", None):
+        if not real_cohort.is_real_cohort(scenario.cohort):
+            raise FedradError("--data applies to scenarios whose [cohort] names a real data set")
+        scenario.cohort = real_cohort.with_data_override(scenario.cohort, args.data)
+    if real_cohort.is_real_cohort(scenario.cohort):
+        spec = real_cohort.cohort_spec(scenario)
+        groups, _ = real_cohort.group_cases(
+            real_cohort.read_cases(spec.data), spec.min_site_cases or scenario.study.min_cases
+        )
+        scenario.sites = len(groups)
+
+
+def run_cross_validated(scenario, run_dir: Path, sites, console: Console) -> dict:
+    """A cross-validated scenario: one federation per fold, a line per fold, pooled metrics."""
+    from fedrad.simulation.crossval import run_crossval
+
+    console.print(f"{scenario.cv_folds}-fold cross-validation, one federated study per fold")
+
+    def show(fold) -> None:
+        console.print(
+            f"  fold {fold.fold + 1}: {fold.y.size} held-out cases, federated AUC "
+            f"{_fmt(_fold_auc(fold.y, fold.federated))}, {fold.rounds} rounds"
+        )
+
+    metrics = run_crossval(scenario, run_dir, sites=sites, on_fold=show)
+    console.print(
+        f"per-fold studies: {run_dir}/fold-1 .. fold-{scenario.cv_folds}; "
+        f"held-out predictions: {run_dir}/cv_predictions.csv"
+    )
+    return metrics
+
+
+def _fold_auc(y, p) -> float:
+    from fedrad.learn.metrics import roc_auc
+
+    return float(roc_auc(y, p)) if 0 < y.sum() < y.size else float("nan")
+
+
+def _table_title(metrics: dict, label: str) -> str:
+    where = f"{metrics['n_held_out']} cases from {metrics['sites']} sites"
+    if metrics.get("cv_folds"):
+        return f"{metrics['cv_folds']}-fold cross-validated {label} on {where}"
+    return f"held-out {label} on {where}"
 
 
 def _fmt(value) -> str:
@@ -95,9 +225,7 @@ def _fmt(value) -> str:
 def comparison_table(metrics: dict) -> Table:
     key = metrics["metric"]
     label = "AUC" if key == "auc" else "C-index"
-    table = Table(
-        title=f"held-out {label} on {metrics['n_held_out']} cases from {metrics['sites']} sites"
-    )
+    table = Table(title=_table_title(metrics, label))
     table.add_column("model")
     table.add_column(label, justify="right")
     table.add_row(

@@ -33,8 +33,15 @@ STOP_GRACE_S = 10.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 INSECURE_HINT = (
-    "pass --insecure to run without TLS on a trusted network; TLS certificates and node "
-    "authentication keys arrive with `fedrad server init`"
+    "make the study's TLS certificates with `fedrad server init` and each site's keys with "
+    "`fedrad site init`, or pass --insecure to run without TLS and without node "
+    "authentication (a trusted test network only)"
+)
+
+INSECURE_WARNING = (
+    "INSECURE MODE: no TLS and no SuperNode authentication. Model updates and metrics cross "
+    "the network unencrypted, and any machine that reaches this port can join the study. "
+    "Use it on a trusted test network only."
 )
 
 
@@ -176,6 +183,20 @@ class FlowerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_all(processes: Sequence[FlowerProcess], grace: float = STOP_GRACE_S) -> None:
+    """Stop several processes at once: SIGTERM to every group first, then wait for them all
+    (each :meth:`FlowerProcess.stop` then has only stragglers left to kill)."""
+    for process in processes:
+        if process.alive():
+            process._signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        process.stop(grace)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,8 @@ ClientApp of the fedrad it has installed, with no runtime dependency installatio
 tables in the repository's root ``pyproject.toml`` make ``flwr run .`` work from a checkout.
 
 The ``flwr`` CLI (1.41) reads SuperLink connections from ``$FLWR_HOME/config.toml``
-(``[superlink.NAME] address = "host:port"``, ``insecure = true``), not from the app's
+(``[superlink.NAME] address = "host:port"``, and ``root-certificates = "<absolute path of the
+study's ca.crt>"`` for a TLS SuperLink or ``insecure = true``), not from the app's
 ``pyproject.toml``; fedrad gives each SuperLink its own ``FLWR_HOME`` and writes that file there.
 """
 
@@ -26,10 +27,14 @@ COMPONENTS: dict[str, str] = {
 }
 
 #: Run config keys the ServerApp reads, with their defaults (``fedrad server start`` sets them).
+#: ``sealing-key`` (the ServerApp's ``sealing.key``) and ``site-identities`` (the folder of
+#: ``SITE_ID.pub`` identity keys) switch end-to-end sealing on when both are set; "" is off.
 RUN_CONFIG_DEFAULTS: dict[str, str | int | float] = {
     "study": "server/study.toml",
     "run-dir": "runs/latest",
     "node-timeout": 120.0,
+    "sealing-key": "",
+    "site-identities": "",
 }
 
 PUBLISHER = "fedrad"
@@ -102,7 +107,11 @@ def write_connection_config(
     root_certificates: Path | None = None,
     name: str = CONNECTION_NAME,
 ) -> Path:
-    """``$FLWR_HOME/config.toml`` with one SuperLink connection, the default."""
+    """``$FLWR_HOME/config.toml`` with one SuperLink connection, the default.
+
+    ``root_certificates`` (the study's CA certificate) is stored as an absolute path, which the
+    ``flwr`` CLI requires.
+    """
     flwr_home.mkdir(parents=True, exist_ok=True)
     connection: dict[str, str | bool] = {"address": address, "insecure": insecure}
     if root_certificates is not None:

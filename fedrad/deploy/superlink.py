@@ -5,17 +5,26 @@ its Control API (``flwr run``, ``flwr ls``) and its Runtime API (the ServerApp p
 through ``flower-superexec``). fedrad starts it with runtime dependency installation disabled,
 writes the ``flwr`` CLI's connection config into the SuperLink's own ``FLWR_HOME`` and drives it
 with the ``flwr`` CLI only.
+
+Secure by default: the SuperLink serves TLS with the study's certificates
+(``--ssl-ca-certfile``, ``--ssl-certfile``, ``--ssl-keyfile``; see
+:mod:`fedrad.secure.certificates`) and admits only registered SuperNodes
+(``--enable-supernode-auth``); :meth:`SuperLink.register_sites` registers the coordinator's site
+keys through the Control API (``flwr supernode register``). ``insecure=True`` (plain HTTP, no
+node authentication: Flower allows node authentication over TLS only) must be asked for.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +39,14 @@ from fedrad.deploy import (
     wait_until,
 )
 from fedrad.deploy.flower_app import CONNECTION_NAME, write_connection_config, write_run_config
+from fedrad.secure.certificates import TlsFiles, check_server_files
+from fedrad.secure.node_auth import RegisteredSite
 
 DEFAULT_PORT = 9092
 READY_TIMEOUT_S = 60.0
 CLI_TIMEOUT_S = 120.0
+#: ``flwr supernode register`` calls run at once (each is a short Python process).
+REGISTER_PARALLEL = 4
 
 #: Run states of ``flwr ls`` that end a run.
 FINISHED = "finished"
@@ -69,17 +82,32 @@ class SuperLink:
     """A running ``flower-superlink`` and the ``flwr`` CLI configured to reach it.
 
     ``home`` is the SuperLink's ``FLWR_HOME``: the CLI's ``config.toml``, the installed FABs of
-    its runs and the process log (``superlink.log``) live there.
+    its runs and the process log (``superlink.log``) live there. ``tls`` is None exactly when
+    the SuperLink runs insecure.
     """
 
-    def __init__(self, process: FlowerProcess, host: str, port: int, home: Path, insecure: bool):
+    def __init__(
+        self,
+        process: FlowerProcess,
+        host: str,
+        port: int,
+        home: Path,
+        tls: TlsFiles | None = None,
+        node_auth: bool = False,
+    ):
         self.process = process
         self.host = host
         self.port = port
         self.home = home
-        self.insecure = insecure
+        self.tls = tls
+        self.node_auth = node_auth
         self._log_offset = 0
         self._ended: set[int] = set()
+
+    @property
+    def insecure(self) -> bool:
+        """Whether the SuperLink serves plain HTTP (no TLS, no node authentication)."""
+        return self.tls is None
 
     @property
     def address(self) -> str:
@@ -93,6 +121,8 @@ class SuperLink:
         *,
         host: str = "127.0.0.1",
         port: int | None = None,
+        tls: TlsFiles | None = None,
+        node_auth: bool = True,
         insecure: bool = False,
         log_path: Path | None = None,
         ready_timeout: float = READY_TIMEOUT_S,
@@ -100,17 +130,38 @@ class SuperLink:
     ) -> SuperLink:
         """Start ``flower-superlink`` on ``host:port`` (a free port when None); wait until ready.
 
-        ``home`` becomes its ``FLWR_HOME``; ``env`` adds environment variables to its own (and
-        so to the ServerApp process it starts).
+        With ``tls`` (the study's certificate files) it serves TLS and, with ``node_auth``,
+        admits only SuperNodes registered with :meth:`register_sites`; ``insecure=True``
+        instead serves plain HTTP to any SuperNode. One of the two must be given. ``home``
+        becomes its ``FLWR_HOME``; ``env`` adds environment variables to its own (and so to
+        the ServerApp process it starts).
         """
-        if not insecure:
-            raise DeploymentError(f"the SuperLink needs TLS certificates: {INSECURE_HINT}")
+        if insecure == (tls is not None):
+            raise DeploymentError(
+                "the SuperLink needs TLS certificates or an explicit insecure mode, not "
+                f"{'both' if insecure else 'neither'}: {INSECURE_HINT}"
+            )
+        if tls is not None:
+            check_server_files(tls, connect_host(host))
         home = Path(home).resolve()
         home.mkdir(parents=True, exist_ok=True)
         port = free_port(connect_host(host)) if port is None else int(port)
-        command = [
-            flower_executable("flower-superlink"),
-            "--insecure",
+        command = [flower_executable("flower-superlink")]
+        if tls is None:
+            command.append("--insecure")
+        else:
+            ca_cert, server_cert, server_key = (p.resolve() for p in tls.server_files())
+            command += [
+                "--ssl-ca-certfile",
+                str(ca_cert),
+                "--ssl-certfile",
+                str(server_cert),
+                "--ssl-keyfile",
+                str(server_key),
+            ]
+            if node_auth:
+                command.append("--enable-supernode-auth")
+        command += [
             "--host",
             host,
             "--port",
@@ -126,8 +177,13 @@ class SuperLink:
             log_path=log_path or home / "superlink.log",
             cwd=home,
         )
-        link = cls(process, host, port, home, insecure)
-        write_connection_config(home, link.address, insecure=insecure)
+        link = cls(process, host, port, home, tls, node_auth=tls is not None and node_auth)
+        write_connection_config(
+            home,
+            link.address,
+            insecure=tls is None,
+            root_certificates=None if tls is None else tls.ca_cert,
+        )
         try:
             link.wait_ready(ready_timeout)
         except BaseException:
@@ -136,11 +192,15 @@ class SuperLink:
         return link
 
     def healthy(self) -> bool:
-        """Whether the SuperLink answers on its HTTP port."""
-        url = f"http://{self.address}/health"
-        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        """Whether the SuperLink answers on its port (over TLS, checked against the CA)."""
+        scheme = "http" if self.tls is None else "https"
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca_cert))
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        direct = urllib.request.build_opener(*handlers)
         try:
-            with direct.open(url, timeout=1.0) as response:
+            with direct.open(f"{scheme}://{self.address}/health", timeout=1.0) as response:
                 return 200 <= response.status < 300
         except (urllib.error.URLError, OSError, ValueError):
             return False
@@ -156,6 +216,45 @@ class SuperLink:
                 f"the SuperLink on {self.address} did not answer within {timeout:.0f} s; "
                 f"log: {self.process.log_path}"
             )
+
+    def register_sites(self, sites: Sequence[RegisteredSite]) -> dict[str, int]:
+        """Register the sites' node public keys with the SuperLink; their Flower node ids.
+
+        Each key goes through the Control API (``flwr supernode register KEY --name SITE``);
+        only then may that site's SuperNode connect. A SuperLink without node authentication
+        needs (and takes) no registration.
+        """
+        if not self.node_auth:
+            raise DeploymentError("this SuperLink runs without node authentication")
+
+        def register(site: RegisteredSite) -> tuple[str, int]:
+            output = self.flwr(
+                "supernode",
+                "register",
+                str(site.path.resolve()),
+                CONNECTION_NAME,
+                "--name",
+                site.site_id,
+                "--format",
+                "json",
+            )
+            try:
+                return site.site_id, int(_json_from_output(output)["node-id"])
+            except (ValueError, KeyError, TypeError):
+                raise DeploymentError(
+                    f"registering site {site.site_id} ({site.path}) gave no node id: {output}"
+                ) from None
+
+        with ThreadPoolExecutor(max_workers=REGISTER_PARALLEL) as pool:
+            return dict(pool.map(register, sites))
+
+    def nodes(self) -> list[dict]:
+        """The SuperNodes the SuperLink knows (``flwr supernode ls``): id, name, status."""
+        output = self.flwr("supernode", "ls", CONNECTION_NAME, "--format", "json", timeout=60)
+        try:
+            return list(_json_from_output(output).get("nodes", []))
+        except (ValueError, AttributeError):
+            raise DeploymentError(f"`flwr supernode ls` gave no node list: {output}") from None
 
     def flwr(self, *args: str, timeout: float = CLI_TIMEOUT_S) -> str:
         """Run a ``flwr`` CLI command against this SuperLink; its output (stdout + stderr)."""

@@ -8,6 +8,7 @@ site of its ``partition-id``.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -83,9 +84,59 @@ def evaluation_metrics(study: StudyConfig, model, data: SiteData) -> dict[str, o
     return out
 
 
-def build_client_app(resolve_site: SiteResolver = node_site) -> ClientApp:
-    """A ClientApp whose handlers serve the site ``resolve_site(context)`` names."""
-    app = ClientApp()
+def node_sealing(context: Context):
+    """A deployed site's sealing keys (``keys_dir`` of its site.toml; ``fedrad site init``)."""
+    from fedrad.federation.sealing import SiteSealing, load_site_sealing
+    from fedrad.secure.identity import IDENTITY_KEY, generate_identity
+
+    site = node_site(context)
+    key = (site.site_id, str(site.keys_dir))
+    if key not in _SEALING_CACHE:
+        if (site.keys_dir / IDENTITY_KEY).exists():
+            _SEALING_CACHE[key] = load_site_sealing(site.site_id, site.keys_dir)
+        else:  # not initialised: it cannot sign, so a server asking for sealing will refuse it
+            logging.getLogger("fedrad.site").warning(
+                "site %s has no identity key in %s (run `fedrad site init`): its updates "
+                "cannot be sealed and signed, and a server that requires sealing refuses them",
+                site.site_id,
+                site.keys_dir,
+            )
+            _SEALING_CACHE[key] = SiteSealing(site.site_id, generate_identity())
+    return _SEALING_CACHE[key]
+
+
+_SEALING_CACHE: dict[tuple[str, str], object] = {}
+
+
+def site_mods(resolve_site: SiteResolver, resolve_sealing: Callable | None) -> list:
+    """The site's mods, outermost first: the egress log sees the exact bytes that leave the
+    site (after sealing or SecAgg+ masking); sealing encrypts replies to the ServerApp's key
+    when the server asks for it; SecAgg+ wraps the train handler in secure-aggregation rounds."""
+    from fedrad.federation.client_dp import client_dp_mods
+    from fedrad.federation.egress import egress_plaintext_mod, make_egress_mod
+    from fedrad.federation.secagg import secure_aggregation_mods
+
+    mods = [make_egress_mod(resolve_site)]
+    if resolve_sealing is not None:  # outside SecAgg+: it leaves SecAgg+ messages alone
+        from fedrad.federation.sealing import make_sealing_mod
+
+        mods.append(make_sealing_mod(resolve_sealing))
+        mods.append(egress_plaintext_mod)  # the log also records what a sealed reply holds
+    mods += secure_aggregation_mods()
+    mods += client_dp_mods()  # innermost: clips the update before masking or sealing
+    return mods
+
+
+def build_client_app(
+    resolve_site: SiteResolver = node_site, resolve_sealing: Callable | None = None
+) -> ClientApp:
+    """A ClientApp whose handlers serve the site ``resolve_site(context)`` names.
+
+    ``resolve_sealing(context)`` gives the site's :class:`~fedrad.federation.sealing.SiteSealing`
+    (identity key and pinned server key) so that its replies are sealed end to end when the
+    server asks for it; without it the site cannot seal.
+    """
+    app = ClientApp(mods=site_mods(resolve_site, resolve_sealing))
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
@@ -149,6 +200,9 @@ def build_client_app(resolve_site: SiteResolver = node_site) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        import torch
+
+        torch.set_num_threads(1)  # tiny models: threads cost more than they give
         site = resolve_site(context)
         config = msg.content["config"]
         study = protocol.study_from_json(str(config["study"]))
@@ -159,25 +213,46 @@ def build_client_app(resolve_site: SiteResolver = node_site) -> ClientApp:
         set_parameters(model, arrays)
         mu = float(config.get("proximal-mu", 0.0))
         server_round = int(config.get("server-round", 0))
-        result = train_local(
-            model,
-            std.apply(data.X_train),
-            _target(study, data.y_train, data.time_train),
-            epochs=study.training.local_epochs,
-            lr=study.training.learning_rate,
-            batch_size=study.training.batch_size,
-            seed=_site_seed(study, site.site_id, server_round),
-            proximal_mu=mu,
-            global_params=arrays if mu > 0 else None,
-            optimizer=study.training.optimizer,
-            l2=study.model.l2,
-        )
+        common = dict(proximal_mu=mu, global_params=arrays if mu > 0 else None)
+        X = std.apply(data.X_train)
+        target = _target(study, data.y_train, data.time_train)
+        privacy: dict[str, float] = {}
+        if study.privacy.mode == "sample":
+            from fedrad.federation.site_privacy import train_private_round
+
+            result = train_private_round(
+                study,
+                site,
+                model,
+                X,
+                target,
+                run_id=int(msg.metadata.run_id),
+                server_round=server_round,
+                **common,
+            )
+            privacy = {k: float(result[k]) for k in protocol.PRIVACY_METRICS}
+        else:
+            result = train_local(
+                model,
+                X,
+                target,
+                epochs=study.training.local_epochs,
+                lr=study.training.learning_rate,
+                batch_size=study.training.batch_size,
+                optimizer=study.training.optimizer,
+                l2=study.model.l2,
+                seed=_site_seed(study, site.site_id, server_round),
+                **common,
+            )
+        n_reported = int(result["n"])
+        if study.privacy.mode == "client":
+            n_reported = min(n_reported, study.privacy.max_examples)
         return _reply(
             msg,
             site,
             arrays=ArrayRecord(get_parameters(model)),
             metrics=MetricRecord(
-                {"num-examples": int(result["n"]), "train-loss": float(result["loss"])}
+                {"num-examples": n_reported, "train-loss": float(result["loss"]), **privacy}
             ),
         )
 
@@ -213,4 +288,4 @@ def simulation_resolver(sites: Sequence[SiteConfig]) -> SiteResolver:
 
 
 #: The ClientApp of a deployed SuperNode (``fedrad site join``).
-app = build_client_app()
+app = build_client_app(node_site, node_sealing)

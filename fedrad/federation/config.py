@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from fedrad.errors import FedradError
 
+PRIVACY_MODES = ("none", "sample", "client")
+ACCOUNTANTS = ("prv", "rdp")
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum", "exact")
 MODELS = ("logistic", "mlp", "cox")
 
@@ -68,6 +70,79 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy of the study (``[privacy]`` of study.toml).
+
+    ``mode = "sample"``: per-patient DP-SGD (Opacus) at every site. The study sets either
+    ``target_epsilon`` (each site plans its noise so that the whole study, all rounds together,
+    spends exactly that at the site's own sampling rate) or ``noise_multiplier``.
+    ``mode = "client"``: client-level DP with Flower's DP wrappers (clipped updates, Gaussian noise
+    on the aggregate); ``client_noise_multiplier`` and ``client_clipping_norm`` apply and each
+    site's reported example count is capped at ``max_examples``.
+    """
+
+    mode: Literal["none", "sample", "client"] = "none"
+    target_epsilon: float | None = None
+    noise_multiplier: float | None = None
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    accountant: Literal["prv", "rdp"] = "prv"
+    client_noise_multiplier: float = 1.0
+    client_clipping_norm: float = 1.0
+    max_examples: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.mode not in PRIVACY_MODES:
+            raise ConfigError(f"privacy mode {self.mode!r}: use one of {', '.join(PRIVACY_MODES)}")
+        if self.accountant not in ACCOUNTANTS:
+            raise ConfigError(f"privacy accountant {self.accountant!r}: use prv or rdp")
+        if self.mode == "sample":
+            if (self.target_epsilon is None) == (self.noise_multiplier is None):
+                raise ConfigError(
+                    "[privacy] mode = 'sample' needs exactly one of target_epsilon or "
+                    "noise_multiplier"
+                )
+            if self.target_epsilon is not None and not self.target_epsilon > 0:
+                raise ConfigError("[privacy] target_epsilon must be positive")
+            if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+                raise ConfigError("[privacy] noise_multiplier must be positive")
+        if not 0 < self.delta < 1:
+            raise ConfigError("[privacy] delta must lie in (0, 1)")
+        if not self.max_grad_norm > 0:
+            raise ConfigError("[privacy] max_grad_norm must be positive")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+
+@dataclass(frozen=True)
+class SecureAggregationConfig:
+    """Flower SecAgg+ (``[secure_aggregation]`` of study.toml).
+
+    ``num_shares`` and ``reconstruction_threshold`` are counts (> 1) or fractions of the sampled
+    sites (<= 1), as in Flower's ``SecAggPlusWorkflow``. Updates are clipped to
+    ``[-clipping_range, clipping_range]`` before quantisation into ``quantization_range`` levels;
+    fedrad refuses (never clips silently) an update with a value outside that range.
+    """
+
+    enabled: bool = False
+    num_shares: float = 1.0
+    reconstruction_threshold: float = 0.6
+    clipping_range: float = 8.0
+    quantization_range: int = 4_194_304
+    timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not self.clipping_range > 0:
+            raise ConfigError("[secure_aggregation] clipping_range must be positive")
+        if self.quantization_range < 2:
+            raise ConfigError("[secure_aggregation] quantization_range must be at least 2")
+        if not self.reconstruction_threshold > 0:
+            raise ConfigError("[secure_aggregation] reconstruction_threshold must be positive")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """Everything the server needs to run a study."""
 
@@ -84,6 +159,12 @@ class StudyConfig:
     feature_families: tuple[str, ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    secure_aggregation: SecureAggregationConfig = field(default_factory=SecureAggregationConfig)
+    #: Cross-validation: with ``cv_folds > 1`` each site's held-out cases are those of fold
+    #: ``cv_fold`` (0-based) of a stratified split seeded by ``seed``, instead of ``test_fraction``.
+    cv_folds: int = 0
+    cv_fold: int = 0
 
     def __post_init__(self) -> None:
         if self.task not in ("binary", "survival"):
@@ -102,6 +183,32 @@ class StudyConfig:
             raise ConfigError("the exact (Newton-Raphson) mode fits logistic and Cox models only")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ConfigError("test_fraction must lie in [0, 1)")
+        weighted_mean = ("fedavg", "fedprox")
+        if self.secure_aggregation.enabled and self.training.strategy not in weighted_mean:
+            raise ConfigError(
+                f"secure aggregation releases only a weighted mean of the sites' updates, which "
+                f"strategy {self.training.strategy!r} cannot use (it needs individual updates); "
+                "choose fedavg or fedprox, or turn secure aggregation off "
+                "([secure_aggregation] enabled = false, or --no-secure-aggregation)"
+            )
+        if self.privacy.mode == "sample" and self.model.type == "cox":
+            raise ConfigError(
+                "sample-level DP-SGD is not available for Cox models (risk sets make per-patient "
+                "gradients dependent); use [privacy] mode = 'client' or 'none' for a survival study"
+            )
+        if self.privacy.mode == "client":
+            if self.training.strategy not in weighted_mean:
+                raise ConfigError(
+                    "client-level DP adds noise to a weighted mean: use strategy fedavg or fedprox"
+                )
+            if self.secure_aggregation.enabled:
+                raise ConfigError(
+                    "client-level DP is not yet combined with secure aggregation (the noise would "
+                    "be missing from the securely aggregated model): use [privacy] mode = "
+                    "'sample', or turn secure aggregation off"
+                )
+        if self.cv_folds and not (self.cv_folds >= 2 and 0 <= self.cv_fold < self.cv_folds):
+            raise ConfigError("cv_folds must be at least 2 and cv_fold lie in [0, cv_folds)")
 
     @property
     def outcome_columns(self) -> tuple[str, ...]:
@@ -125,6 +232,14 @@ class StudyConfig:
     def with_training(self, **changes: Any) -> StudyConfig:
         return dataclasses.replace(self, training=dataclasses.replace(self.training, **changes))
 
+    def with_privacy(self, **changes: Any) -> StudyConfig:
+        return dataclasses.replace(self, privacy=dataclasses.replace(self.privacy, **changes))
+
+    def with_secure_aggregation(self, **changes: Any) -> StudyConfig:
+        return dataclasses.replace(
+            self, secure_aggregation=dataclasses.replace(self.secure_aggregation, **changes)
+        )
+
     @staticmethod
     def from_dict(data: dict[str, Any], where: str = "study") -> StudyConfig:
         data = dict(data)
@@ -132,6 +247,12 @@ class StudyConfig:
         features = dict(data.pop("features", {}))
         model = _take(dict(data.pop("model", {})), ModelConfig, f"{where} [model]")
         training = _take(dict(data.pop("training", {})), TrainingConfig, f"{where} [training]")
+        privacy = _take(dict(data.pop("privacy", {})), PrivacyConfig, f"{where} [privacy]")
+        secagg = _take(
+            dict(data.pop("secure_aggregation", {})),
+            SecureAggregationConfig,
+            f"{where} [secure_aggregation]",
+        )
         if data:
             raise ConfigError(f"{where}: unknown table(s) {', '.join(sorted(data))}")
         columns = tuple(features.pop("columns", ()))
@@ -144,6 +265,8 @@ class StudyConfig:
                 "feature_families": families,
                 "model": model,
                 "training": training,
+                "privacy": privacy,
+                "secure_aggregation": secagg,
             },
             StudyConfig,
             where,
@@ -178,6 +301,19 @@ class SiteConfig:
     cache_dir: Path = Path(".fedrad/cache")
     log_dir: Path = Path(".fedrad/logs")
     label: int = 1
+    keys_dir: Path = Path(".fedrad/keys")
+    egress_log: Path | None = None
+    ledger: Path | None = None
+
+    @property
+    def egress_log_path(self) -> Path:
+        """Every message the site sends is appended here (default ``log_dir/egress.jsonl``)."""
+        return self.egress_log or self.log_dir / "egress.jsonl"
+
+    @property
+    def ledger_path(self) -> Path:
+        """The site's persistent privacy ledger (default ``log_dir/privacy-ledger.json``)."""
+        return self.ledger or self.log_dir / "privacy-ledger.json"
 
     def column(self, study_name: str) -> str:
         """The site's own name for a study column (``[columns]`` maps study name -> site name)."""
@@ -204,7 +340,19 @@ class SiteConfig:
         manifest, table = _path("manifest"), _path("feature_table")
         if manifest is None and table is None:
             raise ConfigError(f"{path}: [site] needs a manifest (images) or a feature_table")
-        allowed = {"id", "manifest", "feature_table", "cache_dir", "log_dir", "label"}
+        allowed = {
+            "id",
+            "manifest",
+            "feature_table",
+            "cache_dir",
+            "log_dir",
+            "label",
+            "keys_dir",
+            "egress_log",
+        }
+        unknown_privacy = sorted(set(privacy) - {"epsilon_budget", "delta", "ledger"})
+        if unknown_privacy:
+            raise ConfigError(f"{path}: [privacy] unknown key(s) {', '.join(unknown_privacy)}")
         extra = sorted(set(site) - allowed)
         if extra:
             raise ConfigError(f"{path}: [site] unknown key(s) {', '.join(extra)}")
@@ -221,4 +369,7 @@ class SiteConfig:
             cache_dir=(root / str(site.get("cache_dir", ".fedrad/cache"))).resolve(),
             log_dir=(root / str(site.get("log_dir", ".fedrad/logs"))).resolve(),
             label=int(site.get("label", 1)),
+            keys_dir=(root / str(site.get("keys_dir", ".fedrad/keys"))).resolve(),
+            egress_log=_path("egress_log"),
+            ledger=None if not privacy.get("ledger") else (root / str(privacy["ledger"])).resolve(),
         )

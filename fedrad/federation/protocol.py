@@ -19,6 +19,9 @@ ACTION_CHECK = "check"
 ACTION_MOMENTS = "moments"
 ACTION_NEWTON = "newton"
 
+#: What a site reports of its privacy spending with each training reply (sample-level DP).
+PRIVACY_METRICS = ("epsilon", "epsilon-study", "noise-multiplier", "sample-rate", "delta")
+
 #: Bins of the per-site score histograms used for pooled ROC / AUC.
 SCORE_BINS = 200
 
@@ -29,10 +32,17 @@ def study_to_json(study: StudyConfig) -> str:
 
 def study_from_json(text: str) -> StudyConfig:
     data = json.loads(text)
-    from fedrad.federation.config import ModelConfig, TrainingConfig
+    from fedrad.federation.config import (
+        ModelConfig,
+        PrivacyConfig,
+        SecureAggregationConfig,
+        TrainingConfig,
+    )
 
     data["model"] = ModelConfig(**data["model"])
     data["training"] = TrainingConfig(**data["training"])
+    data["privacy"] = PrivacyConfig(**data.get("privacy", {}))
+    data["secure_aggregation"] = SecureAggregationConfig(**data.get("secure_aggregation", {}))
     data["feature_columns"] = tuple(data["feature_columns"])
     data["feature_families"] = tuple(data["feature_families"])
     return StudyConfig(**data)

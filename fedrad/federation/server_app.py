@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,115 @@ class StudyAbortedError(FedradError):
 
 
 class SiteGrid:
-    """A view of a Flower Grid restricted to the accepted sites' nodes."""
+    """A view of a Flower Grid restricted to the accepted sites' nodes.
 
-    def __init__(self, grid: Grid, node_ids: Iterable[int]):
+    A site that refuses a round because its privacy budget is spent (its reply is an error whose
+    reason names ``PrivacyBudgetExceeded``) is dropped from the view: the study carries on
+    without it, and stops only when fewer than ``min_sites`` sites remain.
+    """
+
+    def __init__(
+        self,
+        grid: Grid,
+        node_ids: Iterable[int],
+        *,
+        site_names: dict[int, str] | None = None,
+        min_sites: int = 1,
+    ):
         self._grid = grid
         self._nodes = list(node_ids)
+        self.site_names = dict(site_names or {})
+        self.min_sites = min_sites
+        self.out_of_budget: dict[str, str] = {}
 
     def get_node_ids(self) -> list[int]:
+        if len(self._nodes) < self.min_sites:
+            raise StudyAbortedError(
+                f"only {len(self._nodes)} site(s) can still train, the study needs "
+                f"{self.min_sites}; out of privacy budget: "
+                + "; ".join(f"{k}: {v}" for k, v in self.out_of_budget.items())
+            )
         return list(self._nodes)
+
+    def send_and_receive(self, messages: Iterable[Message], *args: Any, **kwargs: Any):
+        replies = list(self._grid.send_and_receive(messages, *args, **kwargs))
+        for reply in replies:
+            if reply.has_error() and BUDGET_REFUSAL in str(reply.error.reason):
+                node = reply.metadata.src_node_id
+                site = self.site_names.get(node, f"node {node}")
+                if node in self._nodes:
+                    self._nodes.remove(node)
+                    self.out_of_budget[site] = _refusal_text(str(reply.error.reason))
+                    log.warning(
+                        "site %s is out of privacy budget and leaves the study: %s",
+                        site,
+                        self.out_of_budget[site],
+                    )
+        return replies
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
+
+
+#: The exception name a site's refusal carries (fedrad.privacy.ledger.PrivacyBudgetExceeded).
+BUDGET_REFUSAL = "PrivacyBudgetExceeded"
+
+
+def _refusal_text(reason: str) -> str:
+    """The site's own message out of Flower's error reason (which wraps the exception)."""
+    start = reason.find(BUDGET_REFUSAL)
+    return reason[start:].strip(" <>'\"") if start >= 0 else reason
+
+
+class TrainLog:
+    """Aggregates the sites' training metrics each round: mean loss, and epsilon per site.
+
+    Flower calls it with the round's training replies; ``rounds[i]`` keeps per-site loss and
+    privacy figures (``epsilon`` spent at the site so far, ``epsilon_study`` for this study).
+    """
+
+    def __init__(self) -> None:
+        self.rounds: list[dict[str, Any]] = []
+
+    def __call__(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
+        from fedrad.federation import protocol
+
+        total, weight = 0.0, 0.0
+        sites: dict[str, dict[str, float]] = {}
+        for i, record in enumerate(records):
+            metrics = record["metrics"]
+            n = float(metrics[weight_key])
+            total += n * float(metrics["train-loss"])
+            weight += n
+            site = str(record["site"]["site_id"]) if "site" in record else f"site{i}"
+            entry = {"n": n, "train_loss": float(metrics["train-loss"])}
+            for key in protocol.PRIVACY_METRICS:
+                if key in metrics:
+                    entry[key.replace("-", "_")] = float(metrics[key])
+            sites[site] = entry
+        mean = total / weight if weight else float("nan")
+        self.rounds.append({"train_loss": mean, "sites": sites})
+        epsilons = {s: e["epsilon_study"] for s, e in sites.items() if "epsilon_study" in e}
+        if epsilons:
+            log.info(
+                "round %d privacy spent (epsilon this study): %s",
+                len(self.rounds),
+                ", ".join(f"{s} {v:.2f}" for s, v in sorted(epsilons.items())),
+            )
+        return MetricRecord({"train-loss": mean, weight_key: weight})
+
+    def sites_seen(self) -> set[str]:
+        """Every site that sent a training update in some round."""
+        return {site for rnd in self.rounds for site in rnd["sites"]}
+
+    def privacy_spent(self) -> dict[str, dict[str, float]]:
+        """Per site, the last reported spending (epsilon this study, total, noise, delta)."""
+        out: dict[str, dict[str, float]] = {}
+        for rnd in self.rounds:
+            for site, entry in rnd["sites"].items():
+                if "epsilon_study" in entry:
+                    out[site] = {k: v for k, v in entry.items() if k not in ("n", "train_loss")}
+        return out
 
 
 def _ask(
@@ -107,6 +206,7 @@ def check_sites(
         counts = reply.content["counts"]
         entry = {
             "site_id": _site_id(reply),
+            "node_id": reply.metadata.src_node_id,
             "ok": bool(report["ok"]),
             "reason": str(report["reason"]),
         }
@@ -228,10 +328,38 @@ class EvaluationLog:
         return MetricRecord({key: float(pooled.get(key, float("nan")))})
 
 
+@dataclass(frozen=True)
+class UpdateSealing:
+    """The ServerApp's X25519 sealing key and the registered sites' Ed25519 identities.
+
+    With it (and secure aggregation off) every site seals its training and evaluation replies
+    end to end to the ServerApp and signs them; the SuperLink only relays ciphertext.
+    """
+
+    private_key: Any
+    registry: Any
+
+    @staticmethod
+    def from_files(key_path: str | Path, identities_dir: str | Path) -> UpdateSealing:
+        from fedrad.secure.identity import SiteRegistry, load_sealing_key
+
+        return UpdateSealing(load_sealing_key(key_path), SiteRegistry.from_dir(identities_dir))
+
+
 def run_study(
-    grid: Grid, study: StudyConfig, run_dir: Path, *, node_timeout: float = 60.0
+    grid: Grid,
+    study: StudyConfig,
+    run_dir: Path,
+    *,
+    node_timeout: float = 60.0,
+    sealing: UpdateSealing | None = None,
+    noise_seed: int | None = None,
 ) -> dict[str, Any]:
-    """Run ``study`` over the sites connected to ``grid``; write and return its results."""
+    """Run ``study`` over the sites connected to ``grid``; write and return its results.
+
+    Secure aggregation on: Flower's SecAgg+ workflow (the server sees only the sum). Off: each
+    site's update is sealed end to end with ``sealing`` when given (a warning otherwise).
+    """
     run = RunDirectory(run_dir)
     run.write_json("study.json", study.to_dict())
     nodes = wait_for_nodes(grid, study.training.min_sites, node_timeout)
@@ -240,13 +368,48 @@ def run_study(
     run.write_json("standardisation.json", std.to_config())
     config = {"study": protocol.study_to_json(study), **std.to_config()}
     evaluation = EvaluationLog(study)
-    if study.training.strategy == "exact":
+    training = TrainLog()
+    names = {r["node_id"]: r["site_id"] for r in reports if "site_id" in r and "node_id" in r}
+    rejections: list[tuple[int, str]] = []
+    central_epsilon: float | None = None
+    train_grid: Any = grid
+    if sealing is not None and not study.secure_aggregation.enabled:
+        from fedrad.federation.sealing import SealingGrid
+
+        train_grid = SealingGrid(
+            grid,
+            server_private=sealing.private_key,
+            registry=sealing.registry,
+            message_types=(MessageType.TRAIN, MessageType.EVALUATE),
+        )
+        rejections = train_grid.rejections
+    elif not study.secure_aggregation.enabled:
+        log.warning(
+            "secure aggregation is off and no sealing key is configured: site updates reach "
+            "the ServerApp protected only by the transport (TLS)"
+        )
+    site_grid = SiteGrid(train_grid, accepted, site_names=names, min_sites=study.training.min_sites)
+    if study.secure_aggregation.enabled:
+        from fedrad.federation.secagg import secure_fit
+
+        max_weight = max(int(r["n-train"]) for r in reports if r.get("ok"))
+        arrays, history = secure_fit(
+            grid,
+            study,
+            accepted,
+            config,
+            evaluation,
+            run,
+            max_weight=max_weight,
+            train_log=training,
+        )
+    elif study.training.strategy == "exact":
         from fedrad.federation.exact import newton_fit
 
         arrays, history = newton_fit(grid, study, accepted, config, evaluation, run)
     else:
         model = build_model(study.model_settings(), len(features))
-        strategy = build_strategy(study, len(accepted), evaluation)
+        strategy = build_strategy(study, len(accepted), evaluation, training, noise_seed=noise_seed)
         history: list[dict[str, Any]] = []
 
         def checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -255,7 +418,7 @@ def run_study(
             return None
 
         result = strategy.start(
-            grid=SiteGrid(grid, accepted),
+            grid=site_grid,
             initial_arrays=ArrayRecord(get_parameters(model)),
             num_rounds=study.training.rounds,
             train_config=ConfigRecord(config),
@@ -263,11 +426,21 @@ def run_study(
             evaluate_fn=checkpoint,
         )
         arrays = result.arrays.to_numpy_ndarrays()
-        train_losses = {
-            int(r): float(m["train-loss"]) for r, m in result.train_metrics_clientapp.items()
-        }
+        if hasattr(strategy, "privacy_report"):
+            run.write_json("client-privacy.json", strategy.privacy_report())
+            spent = strategy.privacy_spent()
+            central_epsilon = None if spent is None else float(spent.epsilon)
         for i, rnd in enumerate(evaluation.rounds, start=1):
-            history.append({"round": i, "train_loss": train_losses.get(i), **rnd})
+            trained = training.rounds[i - 1] if i <= len(training.rounds) else {}
+            history.append(
+                {
+                    "round": i,
+                    "train_loss": trained.get("train_loss"),
+                    "train_sites": trained.get("sites", {}),
+                    "dp_epsilon": result.train_metrics_clientapp.get(i, {}).get("dp-epsilon"),
+                    **rnd,
+                }
+            )
     run.save_model(arrays)
     final = evaluation.rounds[-1] if evaluation.rounds else {"pooled": {}, "sites": {}}
     summary = {
@@ -277,6 +450,11 @@ def run_study(
         "features": features,
         "rounds": len(history),
         "final": final,
+        "privacy": privacy_summary(study, training, site_grid, central_epsilon),
+        "sealing": {
+            "enabled": sealing is not None and not study.secure_aggregation.enabled,
+            "rejected": [{"round": r, "reason": why} for r, why in rejections],
+        },
     }
     run.write_json("history.json", history)
     run.write_json("federation.json", summary)
@@ -284,15 +462,47 @@ def run_study(
     return {"arrays": arrays, "history": history, "summary": summary, "standardisation": std}
 
 
+def privacy_summary(
+    study: StudyConfig,
+    training: TrainLog,
+    grid: SiteGrid,
+    central_epsilon: float | None = None,
+) -> dict[str, Any]:
+    """What the sites spent (epsilon this study and in total), how, and who ran out of budget.
+
+    Sample-level DP: each site's own accounting. Client-level DP: the server's accountant
+    (``central_epsilon``) holds for every site that took part.
+    """
+    spent = training.privacy_spent()
+    epsilon = {site: entry.get("epsilon_study") for site, entry in sorted(spent.items())}
+    if study.privacy.mode == "client":
+        epsilon = {site: central_epsilon for site in sorted(training.sites_seen())}
+    return {
+        "mode": study.privacy.mode,
+        "epsilon": epsilon,
+        "epsilon_total": {site: entry.get("epsilon") for site, entry in sorted(spent.items())},
+        "noise_multiplier": {
+            site: entry.get("noise_multiplier") for site, entry in sorted(spent.items())
+        },
+        "delta": study.privacy.delta,
+        "accountant": study.privacy.accountant,
+        "secure_aggregation": study.secure_aggregation.enabled,
+        "out_of_budget": dict(grid.out_of_budget),
+    }
+
+
 def build_server_app(
-    study: StudyConfig, run_dir: Path, results: dict[str, Any] | None = None
+    study: StudyConfig,
+    run_dir: Path,
+    results: dict[str, Any] | None = None,
+    sealing: UpdateSealing | None = None,
 ) -> ServerApp:
     """A ServerApp running ``study`` and writing to ``run_dir`` (simulation harness)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        out = run_study(grid, study, run_dir)
+        out = run_study(grid, study, run_dir, sealing=sealing, noise_seed=study.seed)
         if results is not None:
             results.update(out)
 
@@ -307,7 +517,20 @@ def _deployed_main(grid: Grid, context: Context) -> None:
         )
     study = StudyConfig.from_file(str(study_path))
     run_dir = Path(str(context.run_config.get("run-dir", "runs/latest")))
-    run_study(grid, study, run_dir, node_timeout=float(context.run_config.get("node-timeout", 120)))
+    sealing = None
+    key, identities = (
+        context.run_config.get("sealing-key"),
+        context.run_config.get("site-identities"),
+    )
+    if key and identities:
+        sealing = UpdateSealing.from_files(str(key), str(identities))
+    run_study(
+        grid,
+        study,
+        run_dir,
+        node_timeout=float(context.run_config.get("node-timeout", 120)),
+        sealing=sealing,
+    )
 
 
 #: The ServerApp of a deployed study (``fedrad server start``; ``flwr run .``).

@@ -187,6 +187,37 @@ def _split(y: np.ndarray, test_fraction: float, seed: int, site_id: str) -> np.n
     return test
 
 
+def cv_folds(y: np.ndarray, n_folds: int, seed: int, site_id: str) -> np.ndarray:
+    """Stratified k-fold assignment: the fold (``0 .. n_folds - 1``) of every case.
+
+    Within each class (in ascending order of label) the cases are shuffled by a generator seeded by
+    ``(seed, site id)`` and dealt to the folds in turn, starting at a fold drawn from the same
+    generator (so that small sites do not all fill the first folds), each class continuing where
+    the previous one stopped. So every case lies in exactly one fold, fold sizes differ by at most
+    one, and each fold's count of a class differs from ``n_class / n_folds`` by less than one.
+    """
+    if n_folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {n_folds}")
+    digest = int(hashlib.sha256(f"{seed}:{site_id}:cv".encode()).hexdigest()[:8], 16)
+    rng = np.random.default_rng(digest)
+    fold = np.empty(y.shape[0], dtype=np.int64)
+    start = int(rng.integers(n_folds))
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        rng.shuffle(idx)
+        fold[idx] = (start + np.arange(idx.size)) % n_folds
+        start = (start + idx.size) % n_folds
+    return fold
+
+
+def held_out_mask(y: np.ndarray, study: StudyConfig, site_id: str) -> np.ndarray:
+    """The site's held-out cases: fold ``study.cv_fold`` when ``study.cv_folds > 1``, else a
+    stratified ``study.test_fraction`` (both deterministic in the study seed and the site id)."""
+    if study.cv_folds > 1:
+        return cv_folds(y, study.cv_folds, study.seed, site_id) == study.cv_fold
+    return _split(y, study.test_fraction, study.seed, site_id)
+
+
 def select_features(table: FeatureTable, study: StudyConfig) -> list[str]:
     """Feature columns the study uses that this site has, finite for every case."""
     names = table.feature_names
@@ -227,9 +258,7 @@ def check_site(table: FeatureTable, site: SiteConfig, study: StudyConfig) -> Sit
         reasons.append("no events")
     if not usable:
         reasons.append("no usable feature column")
-    test = (
-        _split(y[known], study.test_fraction, study.seed, site.site_id) if n else np.zeros(0, bool)
-    )
+    test = held_out_mask(y[known], study, site.site_id) if n else np.zeros(0, bool)
     return SiteReport(
         site_id=site.site_id,
         ok=not reasons,
@@ -265,7 +294,7 @@ def site_arrays(
     X, y = X[known], y[known]
     time = time[known] if time is not None else None
     ids = [c for c, k in zip(table.case_ids, known, strict=True) if k]
-    test = _split(y, study.test_fraction, study.seed, site.site_id)
+    test = held_out_mask(y, study, site.site_id)
     return SiteData(
         site_id=site.site_id,
         feature_names=list(features),

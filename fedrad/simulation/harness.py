@@ -10,6 +10,7 @@ centralised model and with local-only models on the same pooled held-out cases.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ import numpy as np
 from fedrad.errors import FedradError
 from fedrad.federation.config import ConfigError, SiteConfig, StudyConfig
 from fedrad.federation.site_data import site_arrays, site_feature_table
+from fedrad.federation.site_privacy import write_dp_secret
 from fedrad.simulation import baselines
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "default.toml"
@@ -30,7 +32,13 @@ DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "default.toml
 
 @dataclass
 class Scenario:
-    """A scenario file: the study, the virtual cohort and the simulation's own settings."""
+    """A scenario file: the study, the virtual cohort and the simulation's own settings.
+
+    ``[cohort]`` configures the synthetic cohort generator, or names a real data set
+    (``source = "ibsi_sts"``, see :mod:`fedrad.simulation.real_cohort`). ``[simulation]
+    cv_folds = k`` (k >= 2) runs a stratified k-fold cross-validation
+    (:mod:`fedrad.simulation.crossval`) instead of one train/held-out split.
+    """
 
     name: str
     study: StudyConfig
@@ -38,6 +46,7 @@ class Scenario:
     sites: int = 5
     seed: int = 7
     source: Path | None = None
+    cv_folds: int = 0
 
     @staticmethod
     def from_file(path: str | Path) -> Scenario:
@@ -51,6 +60,11 @@ class Scenario:
         sim = dict(data.pop("simulation", {}))
         cohort = dict(data.pop("cohort", {}))
         study = StudyConfig.from_dict(data, where=str(path))
+        cv_folds = int(sim.get("cv_folds", study.cv_folds))
+        if cv_folds == 1 or cv_folds < 0:
+            raise ConfigError(
+                f"{path}: [simulation] cv_folds must be 0 (no cross-validation) or >= 2"
+            )
         return Scenario(
             name=str(sim.get("name", path.stem)),
             study=study,
@@ -58,6 +72,7 @@ class Scenario:
             sites=int(sim.get("sites", 5)),
             seed=int(sim.get("seed", 7)),
             source=path,
+            cv_folds=cv_folds,
         )
 
 
@@ -70,7 +85,13 @@ def write_site_toml(
         lines.append(f'manifest = "{manifest}"')
     if feature_table:
         lines.append(f'feature_table = "{feature_table}"')
-    lines += ['cache_dir = "cache"', 'log_dir = "logs"', ""]
+    lines += [
+        'cache_dir = "cache"',
+        'log_dir = "logs"',
+        'keys_dir = "keys"',
+        'egress_log = "egress.jsonl"',
+        "",
+    ]
     path = folder / "site.toml"
     path.write_text("\n".join(lines))
     return path
@@ -115,7 +136,17 @@ def _safe(text: str) -> str:
 
 
 def sites_from_cohort(scenario: Scenario, out: Path, progress: bool) -> list[SiteConfig]:
-    """Generate the synthetic multi-scanner cohort and a site folder per virtual hospital."""
+    """Generate the synthetic multi-scanner cohort and a site folder per virtual hospital.
+
+    A real data set (``[cohort] source``) gives a site folder per group of its cases instead;
+    ``scenario.sites`` becomes their number and ``scenario.study`` the study to run on them.
+    """
+    from fedrad.simulation import real_cohort
+
+    if real_cohort.is_real_cohort(scenario.cohort):
+        real = real_cohort.build_cohort(scenario, out, progress=progress)
+        scenario.study, scenario.sites = real.study, len(real.sites)
+        return real.sites
     from fedrad.simulation.cohort import CohortSpec, generate_cohort
 
     spec = CohortSpec.from_dict({**scenario.cohort, "sites": scenario.sites}, seed=scenario.seed)
@@ -136,18 +167,39 @@ def _quiet_flower() -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
 
+def simulation_keys(sites: list[SiteConfig]):
+    """Fresh keys for a simulated study: the ServerApp's sealing key, each virtual site's
+    Ed25519 identity (registered with the server) and the server key each site pins."""
+    from fedrad.federation.sealing import SiteSealing
+    from fedrad.federation.server_app import UpdateSealing
+    from fedrad.secure.identity import SiteRegistry, generate_identity, generate_sealing_key
+
+    server_key = generate_sealing_key()
+    identities = {site.site_id: generate_identity() for site in sites}
+    registry = SiteRegistry({sid: key.public_key() for sid, key in identities.items()})
+    sealings = [
+        SiteSealing(site.site_id, identities[site.site_id], server_key.public_key(), True)
+        for site in sites
+    ]
+    return UpdateSealing(server_key, registry), sealings
+
+
 def run_federation(study: StudyConfig, sites: list[SiteConfig], run_dir: Path) -> dict[str, Any]:
     """Flower's simulation engine: the study's ServerApp and one ClientApp per site."""
     _quiet_flower()
     from flwr.simulation import run_simulation
 
     from fedrad.federation.client_app import build_client_app, simulation_resolver
+    from fedrad.federation.sealing import simulation_sealing_resolver
     from fedrad.federation.server_app import build_server_app
 
     results: dict[str, Any] = {}
+    sealing, site_sealings = simulation_keys(sites)
     run_simulation(
-        server_app=build_server_app(study, run_dir, results),
-        client_app=build_client_app(simulation_resolver(sites)),
+        server_app=build_server_app(study, run_dir, results, sealing=sealing),
+        client_app=build_client_app(
+            simulation_resolver(sites), simulation_sealing_resolver(site_sealings)
+        ),
         num_supernodes=len(sites),
         backend_config={
             "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -206,6 +258,12 @@ def run_scenario(
     if sites is None:
         sites = sites_from_cohort(scenario, run.path, progress)
     timings = {"generate_s": time.perf_counter() - t0}
+    for site in sites:  # virtual hospitals are new in every run: so are their privacy ledgers
+        site.ledger_path.unlink(missing_ok=True)
+        site.egress_log_path.unlink(missing_ok=True)
+        # a real site draws its DP secret at random; a virtual one from the seed, so runs repeat
+        secret = hashlib.sha256(f"dp-secret:{scenario.seed}:{site.site_id}".encode()).digest()
+        write_dp_secret(site, secret)
     t1 = time.perf_counter()
     for site in sites:  # each site extracts (and caches) its features, as a hospital would
         site_feature_table(site, scenario.study, progress=progress)
@@ -213,6 +271,7 @@ def run_scenario(
     t2 = time.perf_counter()
     federation = run_federation(scenario.study, sites, run.path)
     timings["federate_s"] = time.perf_counter() - t2
+    privacy = federation["summary"]["privacy"]
     comparison = compare(scenario.study, sites, federation)
     timings["total_s"] = time.perf_counter() - t0
     key = comparison["metric"]
@@ -229,7 +288,18 @@ def run_scenario(
         "pooled": comparison["pooled"],
         "local_only": comparison["local_only"],
         "n_held_out": comparison["n_held_out"],
-        "site_reports": federation["summary"]["sites"],  # the server's pre-study checks
+        "site_reports": [  # the server's pre-study checks
+            {k: v for k, v in r.items() if k != "node_id"} for r in federation["summary"]["sites"]
+        ],
+        "privacy": {
+            "epsilon": privacy["epsilon"],
+            "delta": privacy["delta"],
+            "accountant": privacy["accountant"] if privacy["mode"] != "none" else None,
+            "mode": privacy["mode"],
+            "noise_multiplier": privacy["noise_multiplier"],
+            "out_of_budget": privacy["out_of_budget"],
+            "secure_aggregation": privacy["secure_aggregation"],
+        },
         "features": len(federation["standardisation"].features),
         "timings": timings,
         "metric": key,

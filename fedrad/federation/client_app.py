@@ -74,6 +74,7 @@ def evaluation_metrics(study: StudyConfig, model, data: SiteData) -> dict[str, o
                 "hist-pos": [float(v) for v in stats.hist[1]],
                 "confusion": [float(v) for v in stats.confusion],
                 "sq-error": stats.sq_error,
+                "logit-moments": [float(v) for v in stats.logit_moments.ravel()],
             }
         )
         if 0 < data.y_test.sum() < n:

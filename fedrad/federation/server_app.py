@@ -298,6 +298,9 @@ class EvaluationLog:
                         np.asarray(m["confusion"], dtype=np.float64),
                         float(m["num-examples"]),
                         float(m["sq-error"]),
+                        np.asarray(m["logit-moments"], dtype=np.float64).reshape(3, 2, -1)
+                        if "logit-moments" in m
+                        else None,
                     )
                 )
                 per_site[site] = {

@@ -236,6 +236,11 @@ def compare(
         "federated": {
             key: federated,
             f"{key}_from_site_aggregates": final.get("pooled", {}).get(key),
+            **{
+                k: final.get("pooled", {}).get(k)
+                for k in ("calibration_slope", "calibration_intercept", "brier")
+                if k in final.get("pooled", {})
+            },
         },
         "pooled": {key: pooled},
         "local_only": {f"{key}_mean": float(np.nanmean(list(local.values()))), "per_site": local},

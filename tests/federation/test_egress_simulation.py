@@ -21,6 +21,7 @@ from fedrad.federation.config import SiteConfig, StudyConfig
 from fedrad.federation.egress import EgressEntry, read_egress
 from fedrad.federation.sealing import SEALED_RECORD
 from fedrad.federation.site_data import site_feature_table
+from fedrad.learn.federated_eval import logit_moments
 from fedrad.learn.models import build_model, get_parameters
 from fedrad.simulation.harness import Scenario, run_scenario
 
@@ -41,6 +42,7 @@ ALLOWED = {
         "hist-pos",
         "confusion",
         "sq-error",
+        "logit-moments",
         "auc",
         "cindex-score",
         "cindex-comparable",
@@ -67,7 +69,13 @@ ENVELOPE = {
     "signature",
 }
 #: The only numeric lists a site sends, with their lengths.
-LIST_LENGTHS = {"hist-neg": protocol.SCORE_BINS, "hist-pos": protocol.SCORE_BINS, "confusion": 4}
+LIST_LENGTHS = {
+    "hist-neg": protocol.SCORE_BINS,
+    "hist-pos": protocol.SCORE_BINS,
+    "confusion": 4,
+    # per class and calibration bin: count, sum and sum of squares of the logit (calibration)
+    "logit-moments": int(logit_moments([0, 1], [0.3, 0.6]).size),
+}
 
 
 @pytest.fixture(scope="module")

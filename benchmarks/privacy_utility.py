@@ -470,6 +470,17 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _strict(value: Any) -> Any:
+    """``value`` with every NaN as None, so the file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
 def machine() -> str:
     cpus = os.cpu_count()
     try:
@@ -637,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": {"epsilon": TARGET_EPSILON, "max_drop": TARGET_DROP, "passed": ok},
         "drop_at_target": _mean(drops(results, Variant(TARGET_EPSILON, True))),
     }
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(_strict(payload), indent=2) + "\n")
     console.print(f"{load}\nwritten: {out}, {out.with_suffix('.json')}, {png}")
     return 0 if ok and not any(r.error for r in results) else 1
 

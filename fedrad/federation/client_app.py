@@ -201,9 +201,7 @@ def build_client_app(
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        import torch
-
-        torch.set_num_threads(1)  # tiny models: threads cost more than they give
+        _single_thread()
         site = resolve_site(context)
         config = msg.content["config"]
         study = protocol.study_from_json(str(config["study"]))
@@ -259,6 +257,7 @@ def build_client_app(
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
+        _single_thread()
         site = resolve_site(context)
         config = msg.content["config"]
         study = protocol.study_from_json(str(config["study"]))
@@ -270,6 +269,14 @@ def build_client_app(
         return _reply(msg, site, metrics=MetricRecord(evaluation_metrics(study, model, data)))
 
     return app
+
+
+def _single_thread() -> None:
+    """One torch thread: tiny models gain nothing from more, and a fixed reduction order makes
+    the same inputs give the same bits whichever worker process serves the site."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _arr(values: np.ndarray):

@@ -24,6 +24,7 @@ as that site dropping out of the round and unmasks the others (if enough remain)
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -137,7 +138,18 @@ def _train_through_fedrad(msg: Message, context: Context, call_next: ClientAppCa
     legacy = compat.fitres_to_recorddict(fitres, keep_input=False)
     if "site" in out.config_records:
         legacy["site"] = out["site"]
+    _seed_stochastic_rounding(site, content.config_records[FITINS_CONFIG])
     return Message(content=legacy, reply_to=msg)
+
+
+def _seed_stochastic_rounding(site: str, config) -> None:
+    """Seed numpy's global generator, which Flower's SecAgg+ quantisation draws its stochastic
+    rounding from right after this adapter returns, from (study, site, round): the same study
+    then gives the same aggregate bit for bit. The rounding is not a privacy mechanism (the
+    masks, drawn from Flower's own secret seeds, are), so a public seed costs nothing."""
+    text = f"{config.get('study', '')}:{site}:{config.get('server-round', 0)}"
+    digest = hashlib.sha256(text.encode()).digest()
+    np.random.seed(int.from_bytes(digest[:4], "big"))
 
 
 def _protocol_ranges(context: Context) -> tuple[float, float]:

@@ -102,6 +102,11 @@ def _refusal_text(reason: str) -> str:
     return reason[start:].strip(" <>'\"") if start >= 0 else reason
 
 
+def _in_site_order(records: list[RecordDict]) -> list[RecordDict]:
+    """Records sorted by site id (replies arrive in any order; float sums depend on it)."""
+    return sorted(records, key=lambda r: str(r["site"]["site_id"]) if "site" in r else "")
+
+
 class TrainLog:
     """Aggregates the sites' training metrics each round: mean loss, and epsilon per site.
 
@@ -113,6 +118,7 @@ class TrainLog:
         self.rounds: list[dict[str, Any]] = []
 
     def __call__(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
+        records = _in_site_order(records)  # sums in a fixed order: same inputs, same bits
         from fedrad.federation import protocol
 
         total, weight = 0.0, 0.0
@@ -274,6 +280,7 @@ class EvaluationLog:
         self.rounds: list[dict[str, Any]] = []
 
     def __call__(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
+        records = _in_site_order(records)  # sums in a fixed order: same inputs, same bits
         from fedrad.learn.federated_eval import (
             BinaryEvalStats,
             combine_binary_eval,

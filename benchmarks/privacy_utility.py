@@ -59,7 +59,7 @@ lines); all git-ignored.
 
 Usage::
 
-    python benchmarks/privacy_utility.py                    # 6 federations, about 10 minutes
+    python benchmarks/privacy_utility.py                    # 6 federations, about 7 minutes
     python benchmarks/privacy_utility.py --epsilons 2,4     # fewer points
     python benchmarks/privacy_utility.py --seeds 3          # mean over 3 study seeds
     python benchmarks/privacy_utility.py --keep runs/pu     # keep the run directories there
@@ -431,7 +431,11 @@ def plot(results: list[RunResult], epsilons: list[float], path: Path) -> Path:
     pooled = _mean([r.pooled_auc for r in results if r.variant == NO_DP])
     local = _mean([r.local_auc for r in results if r.variant == NO_DP])
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    ax.errorbar(eps, y, yerr=err, marker="o", capsize=3, label="federated, DP-SGD + SecAgg+")
+    n_seeds = len({r.seed_index for r in results})
+    label = "federated, DP-SGD + SecAgg+"
+    if n_seeds > 1:
+        label += f" (mean ± SD, {n_seeds} seeds)"
+    ax.errorbar(eps, y, yerr=err, marker="o", capsize=3, label=label)
     if not math.isnan(no_dp):
         ax.axhline(no_dp, color="C1", ls="--", label=f"federated, no DP ({no_dp:.3f})")
         ax.axhspan(

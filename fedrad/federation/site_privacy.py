@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +59,11 @@ DP_SECRET = "dp-noise.secret"
 def write_dp_secret(site: SiteConfig, secret: bytes | None = None) -> Path:
     """Write the site's DP noise secret (random unless given: simulations derive it from the
     scenario seed so that runs repeat), readable by the site only."""
-    path = site.keys_dir / DP_SECRET
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(secret if secret is not None else secrets.token_bytes(32))
-    return path
+    from fedrad.secure.files import write_owner_only
+
+    return write_owner_only(
+        site.keys_dir / DP_SECRET, secret if secret is not None else secrets.token_bytes(32)
+    )
 
 
 def dp_seed(site: SiteConfig, study: StudyConfig, server_round: int) -> int:

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedrad.errors import FedradError
+from fedrad.secure.files import write_owner_only
 
 #: Names every server certificate covers: the loopback connections of the ServerApp and CLI.
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1")
@@ -215,18 +216,7 @@ def write_private_key(path: Path, pem: bytes, *, force: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not force:
         raise CertificateError(f"{path} exists; pass --force to replace it")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        os.chmod(tmp, 0o600)  # umask could only have narrowed it; make it exact
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_owner_only(path, pem)
 
 
 def write_public_file(path: Path, data: bytes, *, force: bool = False) -> Path:

@@ -178,7 +178,10 @@ def _add_start(commands: argparse._SubParsersAction) -> None:
         "--node-timeout",
         type=float,
         default=120.0,
-        help="seconds the study waits for min_sites sites to join (default 120)",
+        help=(
+            "seconds the study waits for every registered site to join; when the time is up "
+            "it starts with those connected if they are at least min_sites (default 120)"
+        ),
     )
     start.add_argument(
         "--timeout",
@@ -355,6 +358,7 @@ def run_start(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
                 console=console,
                 sealing=sealing.run_config,
+                expected_sites=len(sites),
             )
         finally:
             link.stop()
@@ -405,8 +409,12 @@ def run_study(
     timeout: float = 24 * 3600.0,
     console: Console | None = None,
     sealing: Mapping[str, str] | None = None,
+    expected_sites: int = 0,
 ) -> dict[str, Any]:
     """Submit the study to a running SuperLink, wait for the run and return its summary.
+
+    The ServerApp waits up to ``node_timeout`` seconds for ``expected_sites`` sites (the
+    registered ones; at least ``min_sites``) before round 1.
 
     ``app_dir`` is the Flower App to run (default: one written under ``run_dir/flower/app``).
     ``sealing`` adds the run config keys ``sealing-key`` and ``site-identities``
@@ -427,15 +435,18 @@ def run_study(
     if app_dir is None:
         app_dir = write_app_dir(run_dir / "flower" / "app")
     submitted = time.time()
-    run_config: dict[str, str | float] = {
+    run_config: dict[str, str | int | float] = {
         "study": str(study_path),
         "run-dir": str(run_dir),
         "node-timeout": float(node_timeout),
+        "expected-sites": int(expected_sites),
         **(sealing or {}),
     }
     run_id = link.submit(app_dir, run_config)
+    waiting = max(study.training.min_sites, expected_sites)
     console.print(
-        f"run {run_id} submitted; waiting for {study.training.min_sites}+ sites; "
+        f"run {run_id} submitted; waiting up to {node_timeout:.0f} s for {waiting} site(s) "
+        f"(at least {study.training.min_sites}); "
         f"run directory: {run_dir}"
     )
     summary_file = run_dir / "federation.json"

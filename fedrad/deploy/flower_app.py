@@ -29,10 +29,13 @@ COMPONENTS: dict[str, str] = {
 #: Run config keys the ServerApp reads, with their defaults (``fedrad server start`` sets them).
 #: ``sealing-key`` (the ServerApp's ``sealing.key``) and ``site-identities`` (the folder of
 #: ``SITE_ID.pub`` identity keys) switch end-to-end sealing on when both are set; "" is off.
+#: ``expected-sites``: how many sites are registered; the study waits up to ``node-timeout``
+#: seconds for all of them (0: for ``min_sites``).
 RUN_CONFIG_DEFAULTS: dict[str, str | int | float] = {
     "study": "server/study.toml",
     "run-dir": "runs/latest",
     "node-timeout": 120.0,
+    "expected-sites": 0,
     "sealing-key": "",
     "site-identities": "",
 }

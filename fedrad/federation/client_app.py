@@ -1,4 +1,5 @@
-"""The site's Flower ClientApp: answers checks, moments, training, evaluation and Newton steps.
+"""The site's Flower ClientApp: answers checks, moments, training, evaluation, Newton steps and
+calibration exchanges.
 
 In deployment the SuperNode's node config names the site (``site-config="sites/a/site.toml"``);
 in simulation the harness builds the app with the list of virtual sites and each node takes the
@@ -74,7 +75,6 @@ def evaluation_metrics(study: StudyConfig, model, data: SiteData) -> dict[str, o
                 "hist-pos": [float(v) for v in stats.hist[1]],
                 "confusion": [float(v) for v in stats.confusion],
                 "sq-error": stats.sq_error,
-                "logit-moments": [float(v) for v in stats.logit_moments.ravel()],
             }
         )
         if 0 < data.y_test.sum() < n:
@@ -197,6 +197,12 @@ def build_client_app(
                 newton=ArrayRecord({"grad": _arr(grad), "hess": _arr(hess)}),
                 stats=MetricRecord({"loglik": float(loglik), "num-examples": data.n_train}),
             )
+        if action == protocol.ACTION_CALIBRATION:
+            return _reply(
+                msg,
+                site,
+                calibration=ArrayRecord({"stats": _arr(_calibration_stats(msg, study, data))}),
+            )
         raise ValueError(f"unknown query action {action!r}")
 
     @app.train()
@@ -269,6 +275,23 @@ def build_client_app(
         return _reply(msg, site, metrics=MetricRecord(evaluation_metrics(study, model, data)))
 
     return app
+
+
+def _calibration_stats(msg: Message, study: StudyConfig, data: SiteData) -> np.ndarray:
+    """The nine calibration sums of the message's model on the site's held-out cases."""
+    from fedrad.learn.federated_calibration import N_STATISTICS, calibration_statistics
+
+    _single_thread()
+    config = msg.content["config"]
+    if data.X_test.shape[0] == 0:
+        return np.zeros(N_STATISTICS)
+    std = protocol.Standardisation.from_config(config)
+    model = build_model(study.model_settings(), len(std.features))
+    set_parameters(model, msg.content["arrays"].to_numpy_ndarrays())
+    eta = predict(model, std.apply(data.X_test))
+    p = 0.5 * (1.0 + np.tanh(0.5 * eta))
+    coefficients = np.asarray(config[protocol.CALIBRATION_COEFFICIENTS], dtype=np.float64)
+    return calibration_statistics(data.y_test, p, coefficients)
 
 
 def _single_thread() -> None:

@@ -55,7 +55,7 @@ def newton_fit(
     """Run federated Newton-Raphson over ``nodes`` until convergence; evaluate the final model."""
     from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
-    from fedrad.federation.server_app import StudyAbortedError, _ask
+    from fedrad.federation.server_app import StudyAbortedError, ask_sites
 
     features = list(config["features"])
     k = n_coefficients(study, len(features))
@@ -67,7 +67,7 @@ def newton_fit(
     query = {**config, "action": protocol.ACTION_NEWTON}
     max_rounds = max(study.training.rounds, 100)
     while state.status == "running" and state.rounds < max_rounds:
-        replies = _ask(grid, nodes, query, arrays=[state.beta])
+        replies = ask_sites(grid, nodes, query, arrays=[state.beta])
         stats = []
         for reply in replies:
             if reply.has_error():

@@ -18,6 +18,10 @@ from fedrad.federation.config import StudyConfig
 ACTION_CHECK = "check"
 ACTION_MOMENTS = "moments"
 ACTION_NEWTON = "newton"
+ACTION_CALIBRATION = "calibration"
+
+#: Config key of a calibration query: the recalibration coefficients ``(a, b, a0)`` to evaluate.
+CALIBRATION_COEFFICIENTS = "calibration-coefficients"
 
 #: What a site reports of its privacy spending with each training reply (sample-level DP).
 PRIVACY_METRICS = ("epsilon", "epsilon-study", "noise-multiplier", "sample-rate", "delta")

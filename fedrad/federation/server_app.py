@@ -73,7 +73,9 @@ class SiteGrid:
         return list(self._nodes)
 
     def send_and_receive(self, messages: Iterable[Message], *args: Any, **kwargs: Any):
-        replies = list(self._grid.send_and_receive(messages, *args, **kwargs))
+        replies = replies_in_site_order(
+            self._grid.send_and_receive(messages, *args, **kwargs), self.site_names
+        )
         for reply in replies:
             if reply.has_error() and BUDGET_REFUSAL in str(reply.error.reason):
                 node = reply.metadata.src_node_id
@@ -105,6 +107,34 @@ def _refusal_text(reason: str) -> str:
 def _in_site_order(records: list[RecordDict]) -> list[RecordDict]:
     """Records sorted by site id (replies arrive in any order; float sums depend on it)."""
     return sorted(records, key=lambda r: str(r["site"]["site_id"]) if "site" in r else "")
+
+
+def replies_in_site_order(
+    replies: Iterable[Message], site_names: dict[int, str] | None = None
+) -> list[Message]:
+    """Replies sorted by site id, then sending node: the same inputs give the same float sums.
+
+    Flower returns replies in arrival order, which varies from run to run; every sum the
+    server forms over them (moments, Newton statistics, FedAvg) is made in this order instead.
+    The site id comes from ``site_names`` (node id -> site) or the reply's own ``site`` record.
+    """
+    names = site_names or {}
+
+    def key(reply: Message) -> tuple[str, int]:
+        node = int(reply.metadata.src_node_id)
+        site = names.get(node)
+        if site is None and not reply.has_error() and "site" in reply.content:
+            site = str(reply.content["site"].get("site_id", ""))
+        return (site or "", node)
+
+    return sorted(replies, key=key)
+
+
+def _both_classes(pooled: dict[str, Any]) -> bool:
+    """Whether the pooled held-out cases hold both classes (else calibration is undefined)."""
+    positives = pooled.get("tp", 0.0) + pooled.get("fn", 0.0)
+    negatives = pooled.get("tn", 0.0) + pooled.get("fp", 0.0)
+    return positives > 0 and negatives > 0
 
 
 class TrainLog:
@@ -159,7 +189,7 @@ class TrainLog:
         return out
 
 
-def _ask(
+def ask_sites(
     grid: Grid, node_ids: list[int], config: dict[str, Any], arrays: list[np.ndarray] | None = None
 ) -> list[Message]:
     content = RecordDict({"config": ConfigRecord(config)})
@@ -168,20 +198,33 @@ def _ask(
     messages = [
         Message(content=content, message_type=MessageType.QUERY, dst_node_id=n) for n in node_ids
     ]
-    return list(grid.send_and_receive(messages, timeout=600))
+    return replies_in_site_order(grid.send_and_receive(messages, timeout=600))
 
 
 def _site_id(reply: Message) -> str:
     return str(reply.content["site"]["site_id"])
 
 
-def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
-    """Node ids once at least ``minimum`` are connected (or whatever is there at ``timeout``)."""
+def wait_for_nodes(grid: Grid, minimum: int, timeout: float, expected: int = 0) -> list[int]:
+    """Node ids once ``max(minimum, expected)`` nodes are connected, or whatever is there at
+    ``timeout`` (the study then starts if at least ``minimum`` can serve it).
+
+    ``expected`` is how many sites are registered (``fedrad server start`` knows): a study waits
+    for all of them rather than starting with the first ``minimum`` and leaving later ones out.
+    """
+    target = max(minimum, expected)
     deadline = time.monotonic() + timeout
     nodes = list(grid.get_node_ids())
-    while len(nodes) < minimum and time.monotonic() < deadline:
+    while len(nodes) < target and time.monotonic() < deadline:
         time.sleep(0.5)
         nodes = list(grid.get_node_ids())
+    if len(nodes) < target:
+        log.warning(
+            "%d of %d expected site(s) connected after %.0f s; starting with those",
+            len(nodes),
+            target,
+            timeout,
+        )
     return nodes
 
 
@@ -192,7 +235,7 @@ def check_sites(
 
     Returns the accepted node ids, the feature columns they share and every site's report.
     """
-    replies = _ask(
+    replies = ask_sites(
         grid, node_ids, {"action": protocol.ACTION_CHECK, "study": protocol.study_to_json(study)}
     )
     accepted: list[int] = []
@@ -250,7 +293,7 @@ def federated_standardisation(
     grid: Grid, study: StudyConfig, nodes: list[int], features: list[str]
 ) -> protocol.Standardisation:
     """Global means and SDs from the sites' (n, sum, sum of squares) of their training rows."""
-    replies = _ask(
+    replies = ask_sites(
         grid,
         nodes,
         {
@@ -305,9 +348,6 @@ class EvaluationLog:
                         np.asarray(m["confusion"], dtype=np.float64),
                         float(m["num-examples"]),
                         float(m["sq-error"]),
-                        np.asarray(m["logit-moments"], dtype=np.float64).reshape(3, 2, -1)
-                        if "logit-moments" in m
-                        else None,
                     )
                 )
                 per_site[site] = {
@@ -364,15 +404,18 @@ def run_study(
     node_timeout: float = 60.0,
     sealing: UpdateSealing | None = None,
     noise_seed: int | None = None,
+    expected_sites: int = 0,
 ) -> dict[str, Any]:
     """Run ``study`` over the sites connected to ``grid``; write and return its results.
+
+    It waits up to ``node_timeout`` seconds for ``expected_sites`` (at least ``min_sites``).
 
     Secure aggregation on: Flower's SecAgg+ workflow (the server sees only the sum). Off: each
     site's update is sealed end to end with ``sealing`` when given (a warning otherwise).
     """
     run = RunDirectory(run_dir)
     run.write_json("study.json", study.to_dict())
-    nodes = wait_for_nodes(grid, study.training.min_sites, node_timeout)
+    nodes = wait_for_nodes(grid, study.training.min_sites, node_timeout, expected_sites)
     accepted, features, reports = check_sites(grid, study, nodes, run)
     std = federated_standardisation(grid, study, accepted, features)
     run.write_json("standardisation.json", std.to_config())
@@ -453,6 +496,12 @@ def run_study(
             )
     run.save_model(arrays)
     final = evaluation.rounds[-1] if evaluation.rounds else {"pooled": {}, "sites": {}}
+    if study.task == "binary" and _both_classes(final["pooled"]):
+        from fedrad.federation.calibration import federated_calibration
+
+        final["pooled"].update(
+            federated_calibration(grid, accepted, config, arrays, site_names=names)
+        )
     summary = {
         "study": study.name,
         "strategy": study.training.strategy,
@@ -540,6 +589,7 @@ def _deployed_main(grid: Grid, context: Context) -> None:
         run_dir,
         node_timeout=float(context.run_config.get("node-timeout", 120)),
         sealing=sealing,
+        expected_sites=int(context.run_config.get("expected-sites", 0)),
     )
 
 

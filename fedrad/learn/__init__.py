@@ -10,11 +10,18 @@ aggregation; no patient row leaves the site. Modules:
 - :mod:`~fedrad.learn.metrics`: AUC, confusion metrics, Brier, calibration, Harrell's C.
 - :mod:`~fedrad.learn.standardise`: federated z-scoring from per-site moments.
 - :mod:`~fedrad.learn.federated_eval`: pooled metrics from per-site aggregates.
+- :mod:`~fedrad.learn.federated_calibration`: calibration slope and intercept by federated
+  Newton-Raphson over the sites' held-out predictions.
 - :mod:`~fedrad.learn.newton` / :mod:`~fedrad.learn.cox`: exact federated Newton-Raphson for
   logistic regression and the site-stratified Cox model.
 """
 
 from fedrad.learn.cox import cox_site_stats, fit_cox_newton
+from fedrad.learn.federated_calibration import (
+    calibration_statistics,
+    fit_calibration,
+    pooled_calibration,
+)
 from fedrad.learn.federated_eval import (
     BinaryEvalStats,
     auc_from_histograms,
@@ -89,6 +96,7 @@ __all__ = [
     "build_model",
     "calibration_intercept",
     "calibration_slope",
+    "calibration_statistics",
     "combine_binary_eval",
     "combine_concordance",
     "combine_moments",
@@ -99,6 +107,7 @@ __all__ = [
     "cox_site_stats",
     "f1_score",
     "federated_newton",
+    "fit_calibration",
     "fit_cox_newton",
     "fit_logistic_newton",
     "get_parameters",
@@ -113,6 +122,7 @@ __all__ = [
     "newton_init",
     "newton_step",
     "parameter_names",
+    "pooled_calibration",
     "predict",
     "predict_proba",
     "roc_auc",

@@ -113,7 +113,8 @@ def brier_score(y: ArrayLike, p: ArrayLike) -> float:
     return float(np.mean((pp - yy) ** 2)) if yy.size else float("nan")
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))`` with ``p`` clipped to ``[1e-12, 1 - 1e-12]`` (finite for 0 and 1)."""
     q = np.clip(p, _EPS, 1.0 - _EPS)
     return np.log(q) - np.log1p(-q)
 
@@ -157,7 +158,7 @@ def _logistic_mle(
 def calibration_slope(y: ArrayLike, p: ArrayLike) -> float:
     """``b`` in ``logit P(y=1) = a + b logit(p)`` (maximum likelihood); ideal 1."""
     yy = as_binary(y)
-    lp = _logit(as_probability(p, yy.shape[0]))
+    lp = logit(as_probability(p, yy.shape[0]))
     Z = np.column_stack([np.ones_like(lp), lp])
     b = _logistic_mle(Z, yy, np.zeros_like(lp))
     return float("nan") if b is None else float(b[1])
@@ -166,7 +167,7 @@ def calibration_slope(y: ArrayLike, p: ArrayLike) -> float:
 def calibration_intercept(y: ArrayLike, p: ArrayLike) -> float:
     """``a`` in ``logit P(y=1) = a + logit(p)`` (slope fixed to 1 by an offset); ideal 0."""
     yy = as_binary(y)
-    lp = _logit(as_probability(p, yy.shape[0]))
+    lp = logit(as_probability(p, yy.shape[0]))
     b = _logistic_mle(np.ones((lp.shape[0], 1)), yy, lp)
     return float("nan") if b is None else float(b[0])
 

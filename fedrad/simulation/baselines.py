@@ -45,7 +45,7 @@ def _standardise(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray
     return (X - mean) / std
 
 
-def _fit(
+def fit_baseline_model(
     study: StudyConfig,
     X: np.ndarray,
     y: np.ndarray,
@@ -53,6 +53,7 @@ def _fit(
     epochs: int,
     seed: int,
 ):
+    """The study's model trained centrally on ``X`` (standardised) for ``epochs`` epochs."""
     model = build_model(study.model_settings(), X.shape[1])
     target = (time, y) if study.task == "survival" else y
     train_local(
@@ -80,7 +81,9 @@ def pooled_model_score(study: StudyConfig, sites: list[SiteData], held: HeldOut)
     time = None if sites[0].time_train is None else np.concatenate([s.time_train for s in sites])
     mean, std = X.mean(axis=0), X.std(axis=0)
     std[std < 1e-12] = 1.0
-    model = _fit(study, _standardise(X, mean, std), y, time, total_epochs(study), study.seed)
+    model = fit_baseline_model(
+        study, _standardise(X, mean, std), y, time, total_epochs(study), study.seed
+    )
     return score(study, model, _standardise(held.X, mean, std), held)
 
 
@@ -92,7 +95,7 @@ def local_model_scores(
     for site in sites:
         mean, std = site.X_train.mean(axis=0), site.X_train.std(axis=0)
         std[std < 1e-12] = 1.0
-        model = _fit(
+        model = fit_baseline_model(
             study,
             _standardise(site.X_train, mean, std),
             site.y_train,

@@ -41,6 +41,7 @@ from fedrad.errors import FedradError
 from fedrad.federation import protocol
 from fedrad.federation.config import ConfigError, SiteConfig, StudyConfig
 from fedrad.federation.site_data import FeatureTable, SiteData, site_arrays, site_feature_table
+from fedrad.learn.federated_calibration import pooled_calibration
 from fedrad.learn.federated_eval import (
     auc_from_histograms,
     combine_binary_eval,
@@ -84,9 +85,9 @@ def fit_centralised(study: StudyConfig, X: np.ndarray, y: np.ndarray) -> Predict
             )
         beta = state.accepted if state.accepted is not None else state.beta
         return lambda Xn: _sigmoid(beta[0] + ((Xn - mean) / std) @ beta[1:])
-    from fedrad.simulation.baselines import _fit, total_epochs
+    from fedrad.simulation.baselines import fit_baseline_model, total_epochs
 
-    model = _fit(study, Z, y, None, total_epochs(study), study.seed)
+    model = fit_baseline_model(study, Z, y, None, total_epochs(study), study.seed)
     return lambda Xn: _sigmoid(predict(model, (Xn - mean) / std))
 
 
@@ -167,7 +168,13 @@ def _site_aggregates(folds: list[FoldResult]) -> dict[str, float]:
             stats.append(
                 site_binary_eval(fold.y[mask], fold.federated[mask], n_bins=protocol.SCORE_BINS)
             )
-    return combine_binary_eval(stats)
+    # calibration: the federated Newton fit over every site's held-out predictions of all folds,
+    # which equals the fit on the pooled predictions
+    y = np.concatenate([f.y for f in folds])
+    return {
+        **combine_binary_eval(stats),
+        **pooled_calibration(y, np.concatenate([f.federated for f in folds])),
+    }
 
 
 def summarise(folds: list[FoldResult]) -> dict[str, Any]:
@@ -242,9 +249,9 @@ def run_fold_federations(
     from fedrad.federation.client_app import build_client_app, simulation_resolver
     from fedrad.federation.sealing import simulation_sealing_resolver
     from fedrad.federation.server_app import run_study
-    from fedrad.simulation.harness import _quiet_flower, simulation_keys
+    from fedrad.simulation.harness import quiet_flower, simulation_keys
 
-    _quiet_flower()
+    quiet_flower()
     results: list[dict[str, Any]] = []
     failure: list[BaseException] = []
     sealing, site_sealings = simulation_keys(sites)

@@ -159,7 +159,8 @@ def sites_from_cohort(scenario: Scenario, out: Path, progress: bool) -> list[Sit
     return sites
 
 
-def _quiet_flower() -> None:
+def quiet_flower() -> None:
+    """Flower and Ray without telemetry, usage statistics or per-message log lines."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -186,7 +187,7 @@ def simulation_keys(sites: list[SiteConfig]):
 
 def run_federation(study: StudyConfig, sites: list[SiteConfig], run_dir: Path) -> dict[str, Any]:
     """Flower's simulation engine: the study's ServerApp and one ClientApp per site."""
-    _quiet_flower()
+    quiet_flower()
     from flwr.simulation import run_simulation
 
     from fedrad.federation.client_app import build_client_app, simulation_resolver

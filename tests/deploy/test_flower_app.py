@@ -49,6 +49,7 @@ def test_run_config_file_is_read_by_flwr(tmp_path: Path) -> None:
         "study": str(tmp_path / AWKWARD / "study.toml"),
         "run-dir": str(tmp_path / AWKWARD / "run"),
         "node-timeout": 45.0,
+        "expected-sites": 3,
         "sealing-key": str(tmp_path / AWKWARD / "keys" / "sealing.key"),
         "site-identities": str(tmp_path / AWKWARD / "identities"),
     }

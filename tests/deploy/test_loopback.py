@@ -237,6 +237,7 @@ def test_registered_sites_finish_a_run_over_tls(federation: Federation) -> None:
             node_timeout=60.0,
             timeout=RUN_TIMEOUT_S,
             sealing=plan.run_config,
+            expected_sites=len(SITES),
         )
     except Exception:
         print(federation.diagnostics())
@@ -252,6 +253,9 @@ def test_registered_sites_finish_a_run_over_tls(federation: Federation) -> None:
     assert summary["rounds"] == ROUNDS
     assert sorted(summary["final"]["sites"]) == sorted(SITES)
     assert 0.0 <= summary["final"]["pooled"]["auc"] <= 1.0
+    # the final model's calibration came from federated Newton exchanges with every site
+    assert "calibration_error" not in summary["final"]["pooled"], summary["final"]["pooled"]
+    assert summary["final"]["pooled"]["calibration_exchanges"] >= 2
     # Sealed end to end: every site's training and evaluation replies were opened and none
     # was refused.
     assert summary["sealing"] == {"enabled": True, "rejected": []}

@@ -21,7 +21,7 @@ from fedrad.federation.config import SiteConfig, StudyConfig
 from fedrad.federation.egress import EgressEntry, read_egress
 from fedrad.federation.sealing import SEALED_RECORD
 from fedrad.federation.site_data import site_feature_table
-from fedrad.learn.federated_eval import logit_moments
+from fedrad.learn.federated_calibration import N_STATISTICS
 from fedrad.learn.models import build_model, get_parameters
 from fedrad.simulation.harness import Scenario, run_scenario
 
@@ -42,7 +42,6 @@ ALLOWED = {
         "hist-pos",
         "confusion",
         "sq-error",
-        "logit-moments",
         "auc",
         "cindex-score",
         "cindex-comparable",
@@ -51,10 +50,11 @@ ALLOWED = {
     "stats": {"loglik", "num-examples"},
     "moments": {"n", "sum", "sumsq"},
     "newton": {"grad", "hess"},
+    "calibration": {"stats"},  # nine sums over the held-out cases per calibration exchange
     "arrays": {"0", "1", "2", "3", "4", "5"},  # the model's parameter tensors, in order
 }
 #: The records that may hold arrays (their shapes are checked against the model and features).
-ARRAY_RECORDS = {"arrays", "moments", "newton"}
+ARRAY_RECORDS = {"arrays", "moments", "newton", "calibration"}
 #: The envelope of a sealed reply (fedrad.federation.sealing): keys, nonce, ciphertext, ids.
 ENVELOPE = {
     "version",
@@ -73,8 +73,6 @@ LIST_LENGTHS = {
     "hist-neg": protocol.SCORE_BINS,
     "hist-pos": protocol.SCORE_BINS,
     "confusion": 4,
-    # per class and calibration bin: count, sum and sum of squares of the logit (calibration)
-    "logit-moments": int(logit_moments([0, 1], [0.3, 0.6]).size),
 }
 
 
@@ -129,7 +127,9 @@ def test_every_message_of_every_site_is_logged(simulated) -> None:
         site_id = SiteConfig.from_file(folder / "site.toml").site_id
         kinds = [e.kind for e in entries]
         assert kinds.count("query/check") == 1 and kinds.count("query/moments") == 1, kinds
-        assert set(kinds) <= {"query/check", "query/moments", "train", "evaluate"}, kinds
+        allowed_kinds = {"query/check", "query/moments", "query/calibration", "train", "evaluate"}
+        assert set(kinds) <= allowed_kinds, kinds
+        assert kinds.count("query/calibration") >= 2, kinds  # the final model's calibration fit
         assert sorted(e.round for e in entries if e.kind == "train") == list(range(1, ROUNDS + 1))
         assert kinds.count("evaluate") >= ROUNDS
         for e in entries:
@@ -186,7 +186,9 @@ def test_only_model_arrays_and_aggregates_left(simulated) -> None:
                 _check_envelope(e, site.site_id)
             if e.kind == "train":
                 assert e.array_shapes() == model_shapes  # the model's parameters, nothing more
-            for shape in e.array_shapes():
+            if e.kind == "query/calibration":  # a fixed number of sums, whatever the site's size
+                assert e.array_shapes() == [(N_STATISTICS,)], e.array_shapes()
+            for shape in [] if e.kind == "query/calibration" else e.array_shapes():
                 assert shape in allowed_shapes, (e.kind, shape)
                 assert not set(shape) & case_counts, (e.kind, shape, case_counts)
             for record, _ in e.items("arrays"):

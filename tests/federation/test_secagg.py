@@ -32,7 +32,7 @@ from fedrad.federation.secagg import (
 )
 from fedrad.federation.server_app import EvaluationLog, wait_for_nodes
 from fedrad.learn.models import build_model, get_parameters
-from fedrad.simulation.harness import _quiet_flower
+from fedrad.simulation.harness import quiet_flower
 
 pytestmark = pytest.mark.slow
 
@@ -216,7 +216,7 @@ def server_app(tmp_path: Path, out: dict[str, Any]) -> ServerApp:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    _quiet_flower()
+    quiet_flower()
     from flwr.simulation import run_simulation
 
     tmp_path = tmp_path_factory.mktemp("secagg")

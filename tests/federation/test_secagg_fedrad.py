@@ -32,7 +32,7 @@ from fedrad.federation.server_app import (
 )
 from fedrad.federation.strategies import build_strategy
 from fedrad.learn.models import build_model, get_parameters
-from fedrad.simulation.harness import _quiet_flower
+from fedrad.simulation.harness import quiet_flower
 from tests.federation.helpers import write_site
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ def server_app(run_dir: Path, out: dict[str, Any]) -> ServerApp:
 
 
 def test_fedrad_sites_train_under_secagg_like_plain_fedavg(tmp_path: Path) -> None:
-    _quiet_flower()
+    quiet_flower()
     from flwr.simulation import run_simulation
 
     sites = [

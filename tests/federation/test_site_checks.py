@@ -89,3 +89,17 @@ def test_exact_mode_through_flower_equals_pooled_logistic_fit(tmp_path: Path) ->
     weight, bias = result["arrays"]
     np.testing.assert_allclose(weight.ravel(), ref.coef_.ravel(), atol=1e-6)
     np.testing.assert_allclose(bias, ref.intercept_, atol=1e-6)
+
+    # the final model's calibration, fitted by federated Newton over the sites' held-out cases,
+    # equals the fit on the pooled held-out predictions
+    from fedrad.learn.federated_calibration import pooled_calibration
+
+    X_test = std.apply(np.concatenate([d.X_test for d in data]))
+    y_test = np.concatenate([d.y_test for d in data])
+    p_test = 1.0 / (1.0 + np.exp(-(X_test @ weight.ravel() + bias.ravel()[0])))
+    expected = pooled_calibration(y_test, p_test)
+    final = result["summary"]["final"]["pooled"]
+    assert np.isfinite(expected["calibration_slope"])
+    for key in ("calibration_slope", "calibration_intercept"):
+        assert final[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-8), key
+    assert final["calibration_exchanges"] >= 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -551,19 +551,30 @@ def privacy_summary(
 
 
 def build_server_app(
-    study: StudyConfig,
-    run_dir: Path,
-    results: dict[str, Any] | None = None,
+    studies: Sequence[tuple[StudyConfig, Path]],
+    results: list[dict[str, Any]],
     sealing: UpdateSealing | None = None,
+    failures: list[BaseException] | None = None,
 ) -> ServerApp:
-    """A ServerApp running ``study`` and writing to ``run_dir`` (simulation harness)."""
+    """A ServerApp running each ``(study, run_dir)`` in turn (simulation harness).
+
+    Each study's :func:`run_study` results are appended to ``results``. With ``failures`` the
+    exception that stops a study is appended there (the caller re-raises it outside Flower's
+    engine) and the studies after it are not run.
+    """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        out = run_study(grid, study, run_dir, sealing=sealing, noise_seed=study.seed)
-        if results is not None:
-            results.update(out)
+        try:
+            for study, run_dir in studies:
+                results.append(
+                    run_study(grid, study, run_dir, sealing=sealing, noise_seed=study.seed)
+                )
+        except Exception as exc:
+            if failures is None:
+                raise
+            failures.append(exc)
 
     return app
 

@@ -5,9 +5,10 @@ With ``[simulation] cv_folds = k`` each site deals its cases into ``k`` stratifi
 ``f`` the study runs with ``cv_fold = f``: every site trains on its other folds and holds out fold
 ``f``, so over the ``k`` federations every case is held out exactly once. Each fold is a complete
 study (:func:`fedrad.federation.server_app.run_study`, run directory ``RUN_DIR/fold-<f>/``); all
-folds run in one session of Flower's simulation engine (:func:`run_fold_federations`), which
-starts the virtual sites' ClientApps once: starting the engine costs far more than a small study. Features are extracted once per site (the site's feature cache)
-and every fold reuses them; the federated standardisation is refitted per fold from the training
+folds run in one session of Flower's simulation engine
+(:func:`fedrad.simulation.harness.run_federations`): starting the engine costs far more than a
+small study. Features are extracted once per site (the site's feature cache) and every fold
+reuses them; the federated standardisation is refitted per fold from the training
 folds' moments, so nothing of a held-out case enters its own model.
 
 On the same folds, as in :func:`fedrad.simulation.harness.compare` (simulation only, where the
@@ -28,7 +29,6 @@ per-fold aggregates. ``RUN_DIR/cv_predictions.csv`` keeps every held-out predict
 from __future__ import annotations
 
 import csv
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -234,68 +234,6 @@ def write_predictions(path: Path, folds: list[FoldResult]) -> None:
                 )
 
 
-def run_fold_federations(
-    studies: list[tuple[StudyConfig, Path]], sites: list[SiteConfig]
-) -> list[dict[str, Any]]:
-    """Run every ``(study, run_dir)`` in turn over the same virtual sites, in one Flower simulation.
-
-    The same apps, keys and engine settings as :func:`~fedrad.simulation.harness.run_federation`;
-    only the ServerApp runs :func:`~fedrad.federation.server_app.run_study` once per study instead
-    of once. Returns each study's results (arrays, history, summary, standardisation).
-    """
-    from flwr.serverapp import Grid, ServerApp
-    from flwr.simulation import run_simulation
-
-    from fedrad.federation.client_app import build_client_app, simulation_resolver
-    from fedrad.federation.sealing import simulation_sealing_resolver
-    from fedrad.federation.server_app import run_study
-    from fedrad.simulation.harness import quiet_flower, simulation_keys
-
-    quiet_flower()
-    results: list[dict[str, Any]] = []
-    failure: list[BaseException] = []
-    sealing, site_sealings = simulation_keys(sites)
-    app = ServerApp()
-
-    @app.main()
-    def main(grid: Grid, context: Any) -> None:
-        try:
-            for study, run_dir in studies:
-                results.append(
-                    run_study(grid, study, run_dir, sealing=sealing, noise_seed=study.seed)
-                )
-        except Exception as exc:  # re-raised below, outside Flower's engine, with its message
-            failure.append(exc)
-
-    run_simulation(
-        server_app=app,
-        client_app=build_client_app(
-            simulation_resolver(sites), simulation_sealing_resolver(site_sealings)
-        ),
-        num_supernodes=len(sites),
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {
-                "num_cpus": max(1, os.cpu_count() or 1),
-                "include_dashboard": False,
-                "log_to_driver": False,
-            },
-        },
-    )
-    if failure:
-        exc = failure[0]
-        if isinstance(exc, FedradError):
-            raise exc
-        raise FedradError(
-            f"fold {len(results) + 1} of the cross-validation failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    if len(results) != len(studies):
-        raise FedradError(
-            f"the federation stopped after {len(results)} of {len(studies)} folds; see the log above"
-        )
-    return results
-
-
 def run_crossval(
     scenario: Any,
     run_dir: Path,
@@ -307,7 +245,7 @@ def run_crossval(
     """Sites, extraction once, one federation per fold, comparison; write ``metrics.json``."""
     from fedrad.federation.run_dir import RunDirectory
     from fedrad.simulation import real_cohort
-    from fedrad.simulation.harness import sites_from_cohort
+    from fedrad.simulation.harness import run_federations, sites_from_cohort
 
     k = scenario.cv_folds
     if k < 2:
@@ -331,7 +269,7 @@ def run_crossval(
     timings["extract_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     studies = [(study.replace(cv_folds=k, cv_fold=f), run.path / f"fold-{f + 1}") for f in range(k)]
-    federations = run_fold_federations(studies, sites)
+    federations = run_federations(studies, sites)
     timings["federate_s"] = time.perf_counter() - t2
     folds: list[FoldResult] = []
     for f, ((fold_study, _), federation) in enumerate(zip(studies, federations, strict=True)):

@@ -185,8 +185,14 @@ def simulation_keys(sites: list[SiteConfig]):
     return UpdateSealing(server_key, registry), sealings
 
 
-def run_federation(study: StudyConfig, sites: list[SiteConfig], run_dir: Path) -> dict[str, Any]:
-    """Flower's simulation engine: the study's ServerApp and one ClientApp per site."""
+def run_federations(
+    studies: list[tuple[StudyConfig, Path]], sites: list[SiteConfig]
+) -> list[dict[str, Any]]:
+    """Run every ``(study, run_dir)`` in turn over the same virtual sites, in one session of
+    Flower's simulation engine (the ServerApp runs them one after the other; one ClientApp per
+    site). Starting the engine costs far more than a small study, so cross-validation folds
+    share it. Returns each study's results (arrays, history, summary, standardisation).
+    """
     quiet_flower()
     from flwr.simulation import run_simulation
 
@@ -194,10 +200,11 @@ def run_federation(study: StudyConfig, sites: list[SiteConfig], run_dir: Path) -
     from fedrad.federation.sealing import simulation_sealing_resolver
     from fedrad.federation.server_app import build_server_app
 
-    results: dict[str, Any] = {}
+    results: list[dict[str, Any]] = []
+    failures: list[BaseException] = []
     sealing, site_sealings = simulation_keys(sites)
     run_simulation(
-        server_app=build_server_app(study, run_dir, results, sealing=sealing),
+        server_app=build_server_app(studies, results, sealing=sealing, failures=failures),
         client_app=build_client_app(
             simulation_resolver(sites), simulation_sealing_resolver(site_sealings)
         ),
@@ -211,9 +218,23 @@ def run_federation(study: StudyConfig, sites: list[SiteConfig], run_dir: Path) -
             },
         },
     )
-    if "arrays" not in results:
-        raise FedradError(f"the federation did not finish; see {run_dir} and the log above")
+    if failures:
+        exc = failures[0]
+        if isinstance(exc, FedradError):
+            raise exc
+        which = f"study {len(results) + 1} of {len(studies)}" if len(studies) > 1 else "the study"
+        raise FedradError(f"{which} failed: {type(exc).__name__}: {exc}") from exc
+    if len(results) != len(studies):
+        raise FedradError(
+            f"the federation stopped after {len(results)} of {len(studies)} studies; "
+            f"see {studies[len(results)][1]} and the log above"
+        )
     return results
+
+
+def run_federation(study: StudyConfig, sites: list[SiteConfig], run_dir: Path) -> dict[str, Any]:
+    """Flower's simulation engine: the study's ServerApp and one ClientApp per site."""
+    return run_federations([(study, run_dir)], sites)[0]
 
 
 def compare(

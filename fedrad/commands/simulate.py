@@ -128,9 +128,11 @@ def run(args: argparse.Namespace) -> int:
             Path(args.features), args.site_column, args.label_column, run_dir, scenario.study
         )
         scenario.sites = len(sites)
+    rounds = scenario.study.training.rounds
     console.print(
         f"[bold]fedrad simulate[/] {scenario.name}: {scenario.sites} sites, "
-        f"{scenario.study.training.rounds} rounds of {scenario.study.training.strategy}, seed {scenario.seed}"
+        f"{rounds} round{'s' if rounds != 1 else ''} of {scenario.study.training.strategy}, "
+        f"seed {scenario.seed}"
     )
     metrics = (
         run_cross_validated(scenario, run_dir, sites, console)

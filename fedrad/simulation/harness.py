@@ -159,13 +159,26 @@ def sites_from_cohort(scenario: Scenario, out: Path, progress: bool) -> list[Sit
     return sites
 
 
+class _KnownDeprecation(logging.Filter):
+    """Drops Flower's notice that ``run_simulation`` is deprecated (fedrad knows; the harness
+    moves to ``flwr run`` with a local simulation federation when Flower removes it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`run_simulation` function is deprecated" not in record.getMessage()
+
+
 def quiet_flower() -> None:
-    """Flower and Ray without telemetry, usage statistics or per-message log lines."""
+    """Flower and Ray without telemetry, usage statistics or known deprecation notices.
+
+    Flower's round-by-round INFO lines stay: they are the federation's progress.
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    flower = logging.getLogger("flwr")
+    if not any(isinstance(f, _KnownDeprecation) for f in flower.filters):
+        flower.addFilter(_KnownDeprecation())
 
 
 def simulation_keys(sites: list[SiteConfig]):

@@ -9,13 +9,25 @@ Before training a round the site asks its persistent privacy ledger whether the 
 budget of its ``site.toml``; it refuses the round (:class:`~fedrad.privacy.ledger.PrivacyBudgetExceeded`)
 otherwise. After training it records the round in the ledger (idempotent for a retried round) and
 reports what it has spent.
+
+Planning the noise takes a few dozen accountant evaluations (about a second), and a deployed
+ClientApp is a fresh process for every round, so a site keeps the noise it planned in its cache
+folder (:data:`PLAN_CACHE`). A cached noise multiplier is never trusted blindly: it is used only
+when one accountant evaluation confirms that it spends the target, ``epsilon in [target - 0.01,
+target]`` (what :func:`~fedrad.privacy.planning.plan_noise` guarantees); otherwise the site plans
+again. The cache is a convenience: unreadable, stale or unwritable, it is ignored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import json
+import math
+import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +49,13 @@ class RoundPlan:
     total_steps: int
 
 
-def plan_round(study: StudyConfig, n_train: int) -> RoundPlan:
-    """The noise multiplier and steps of each round, planned for all of the study's rounds."""
-    from fedrad.privacy.planning import plan_noise, steps_for
+def plan_round(study: StudyConfig, n_train: int, cache_dir: Path | None = None) -> RoundPlan:
+    """The noise multiplier and steps of each round, planned for all of the study's rounds.
+
+    With ``cache_dir`` (the site's cache folder) a planned noise is kept in
+    ``cache_dir/``:data:`PLAN_CACHE` and reused, once verified, by later rounds and processes.
+    """
+    from fedrad.privacy.planning import steps_for
 
     t, p = study.training, study.privacy
     sample_rate, steps_per_round = steps_for(n_train, t.batch_size, t.local_epochs, 1)
@@ -48,8 +64,107 @@ def plan_round(study: StudyConfig, n_train: int) -> RoundPlan:
     if p.noise_multiplier is not None:
         sigma = float(p.noise_multiplier)
     else:
-        sigma = plan_noise(float(p.target_epsilon), p.delta, sample_rate, total, p.accountant)
+        sigma = planned_noise(
+            float(p.target_epsilon), p.delta, sample_rate, total, p.accountant, cache_dir
+        )
     return RoundPlan(sigma, sample_rate, steps_per_round, total)
+
+
+#: The site's noise plans, in its cache folder.
+PLAN_CACHE = "dp-noise-plans.json"
+PLAN_CACHE_FORMAT = "fedrad-dp-noise-plans"
+#: Tolerance of a plan: its epsilon lies in ``[target - PLAN_TOLERANCE, target]``.
+PLAN_TOLERANCE = 0.01
+#: Most plans kept in the cache (the oldest are dropped).
+MAX_CACHED_PLANS = 64
+
+
+def planned_noise(
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str,
+    cache_dir: Path | None = None,
+) -> float:
+    """:func:`~fedrad.privacy.planning.plan_noise` for ``(sigma, sample_rate, steps)``, cached on disk.
+
+    A cached ``sigma`` is returned only if ``epsilon([(sigma, sample_rate, steps)], delta)`` lies
+    in ``[target_epsilon - PLAN_TOLERANCE, target_epsilon]``, the guarantee of a fresh plan, so a
+    stale or edited cache can never make a site overspend.
+    """
+    from fedrad.privacy.planning import plan_noise
+
+    if cache_dir is None:
+        return plan_noise(
+            target_epsilon, delta, sample_rate, steps, accountant, tolerance=PLAN_TOLERANCE
+        )
+    path = Path(cache_dir) / PLAN_CACHE
+    key = json.dumps([target_epsilon, delta, sample_rate, steps, accountant])
+    plans = _read_plans(path)
+    cached = plans.get(key)
+    if cached is not None and _spends_target(
+        cached, target_epsilon, delta, sample_rate, steps, accountant
+    ):
+        return cached
+    sigma = plan_noise(
+        target_epsilon, delta, sample_rate, steps, accountant, tolerance=PLAN_TOLERANCE
+    )
+    plans.pop(key, None)
+    plans[key] = sigma
+    while len(plans) > MAX_CACHED_PLANS:
+        plans.pop(next(iter(plans)))
+    _write_plans(path, plans)
+    return sigma
+
+
+def _spends_target(
+    sigma: float, target: float, delta: float, sample_rate: float, steps: int, accountant: str
+) -> bool:
+    """Whether ``sigma`` spends the target to within the plan's tolerance (never more)."""
+    from fedrad.privacy.accountant import Mechanism, PrivacyError, epsilon
+
+    try:
+        spent = epsilon([Mechanism(sigma, sample_rate, steps)], delta, accountant)  # type: ignore[arg-type]
+    except PrivacyError:
+        return False
+    return target - PLAN_TOLERANCE <= spent <= target
+
+
+def _read_plans(path: Path) -> dict[str, float]:
+    """The cached plans ``{key: sigma}``; ``{}`` when the file is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != PLAN_CACHE_FORMAT:
+        return {}
+    plans = data.get("plans")
+    if not isinstance(plans, dict):
+        return {}
+    return {
+        str(key): float(value)
+        for key, value in plans.items()
+        if isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    }
+
+
+def _write_plans(path: Path, plans: dict[str, float]) -> None:
+    """Replace the cache file atomically (temporary file, ``os.replace``); errors are ignored."""
+    text = json.dumps({"format": PLAN_CACHE_FORMAT, "version": 1, "plans": plans}, indent=1)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text + "\n")
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 #: The site's secret for DP-SGD randomness, in its keys folder (created on first use).
@@ -113,7 +228,7 @@ def train_private_round(
             "sample-level DP-SGD is not available for Cox models (risk sets make per-patient "
             "gradients dependent); use [privacy] mode = 'client' or 'none' for a survival study"
         )
-    plan = plan_round(study, int(np.asarray(X).shape[0]))
+    plan = plan_round(study, int(np.asarray(X).shape[0]), site.cache_dir)
     mechanism = Mechanism(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)
     ledger = site_ledger(site, study)
     delta = study.privacy.delta

@@ -10,8 +10,10 @@ The ledger is one JSON file (``SiteConfig.ledger_path``)::
 Each entry is one round's :class:`~fedrad.privacy.accountant.Mechanism`; what the site has spent
 is the composition of *all* entries, recomputed from the mechanisms at the ledger's ``delta``
 (``epsilon_after`` is the total right after the entry was written, kept for reading; ``delta`` and
-``accountant`` say how it was computed). Composing across studies is what protects a patient who
-sits in several studies' training data.
+``accountant`` say how it was computed; entries with equal noise and rate are composed as one
+mechanism, and :func:`~fedrad.privacy.accountant.epsilon` memoises compositions, so a round's
+``check``, ``record`` and ``spent`` cost one composition). Composing across studies is what
+protects a patient who sits in several studies' training data.
 
 Protocol of a round (the ClientApp): ``check`` before training (refuse work that would exceed the
 budget), train, ``record`` before the update leaves the site (``record`` checks again, under a

@@ -50,6 +50,16 @@ LossFn = Callable[..., torch.Tensor]
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 
 
+def owned_tensor(values: ArrayLike, dtype: torch.dtype) -> torch.Tensor:
+    """A copy of ``values`` in memory torch allocates (aligned), never a view of a numpy buffer.
+
+    CPU kernels pick their vectorised paths by the address of the data, so the same numbers in
+    a differently aligned numpy buffer can give a result that differs in the last bits; copying
+    makes the same inputs give the same bits (same seed, same numbers).
+    """
+    return torch.tensor(np.asarray(values), dtype=dtype)
+
+
 def _as_tensors(X: ArrayLike, target: Target, dtype: torch.dtype) -> list[torch.Tensor]:
     x = as_matrix(X)
     if isinstance(target, tuple):
@@ -59,7 +69,7 @@ def _as_tensors(X: ArrayLike, target: Target, dtype: torch.dtype) -> list[torch.
         arrays = [x, time, event]
     else:
         arrays = [x, as_binary(target, x.shape[0])]
-    return [torch.as_tensor(a, dtype=dtype) for a in arrays]
+    return [owned_tensor(a, dtype) for a in arrays]
 
 
 def make_loader(
@@ -131,7 +141,7 @@ def _global_tensors(model: nn.Module, global_params: Sequence[np.ndarray]) -> li
     by_name = dict(zip(names, global_params, strict=True))
     out = []
     for name, p in model.named_parameters():
-        g = torch.as_tensor(np.asarray(by_name[name.removeprefix("_module.")]), dtype=p.dtype)
+        g = owned_tensor(by_name[name.removeprefix("_module.")], p.dtype)
         if g.shape != p.shape:
             raise InputError(
                 f"global_params: {name} has shape {tuple(g.shape)}, expected {tuple(p.shape)}"
@@ -246,7 +256,7 @@ def train_local(
 
 def predict(model: nn.Module, X: ArrayLike) -> np.ndarray:
     """The model output per row (logit, or Cox log relative hazard), in eval mode (no dropout)."""
-    x = torch.as_tensor(as_matrix(X), dtype=model_dtype(model))
+    x = owned_tensor(as_matrix(X), model_dtype(model))
     was_training = model.training
     model.eval()
     try:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fedrad.learn.training import owned_tensor
 from fedrad.privacy.accountant import (
     Accountant,
     Mechanism,
@@ -185,7 +186,7 @@ def audit_epsilon(
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-    tensors = [torch.as_tensor(X), torch.as_tensor(y)]
+    tensors = [owned_tensor(X, torch.float64), owned_tensor(y, torch.float64)]
     run_dp_sgd(
         model,
         tensors,

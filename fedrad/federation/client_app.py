@@ -20,7 +20,7 @@ from fedrad.federation import protocol
 from fedrad.federation.config import SiteConfig, StudyConfig
 from fedrad.federation.site_data import SiteData, check_site, site_arrays, site_feature_table
 from fedrad.learn.models import build_model, get_parameters, set_parameters
-from fedrad.learn.training import predict, train_local
+from fedrad.learn.training import predict, predict_proba, train_local
 
 SiteResolver = Callable[[Context], SiteConfig]
 
@@ -269,12 +269,18 @@ def build_client_app(
         study = protocol.study_from_json(str(config["study"]))
         std = protocol.Standardisation.from_config(config)
         data = _load(site, study, std)
-        model = build_model(study.model_settings(), len(std.features))
-        set_parameters(model, msg.content["arrays"].to_numpy_ndarrays())
+        model = _message_model(msg, study, std)
         data.X_test = std.apply(data.X_test)
         return _reply(msg, site, metrics=MetricRecord(evaluation_metrics(study, model, data)))
 
     return app
+
+
+def _message_model(msg: Message, study: StudyConfig, std: protocol.Standardisation):
+    """The study's model holding the parameters the server sent with ``msg``."""
+    model = build_model(study.model_settings(), len(std.features))
+    set_parameters(model, msg.content["arrays"].to_numpy_ndarrays())
+    return model
 
 
 def _calibration_stats(msg: Message, study: StudyConfig, data: SiteData) -> np.ndarray:
@@ -286,10 +292,7 @@ def _calibration_stats(msg: Message, study: StudyConfig, data: SiteData) -> np.n
     if data.X_test.shape[0] == 0:
         return np.zeros(N_STATISTICS)
     std = protocol.Standardisation.from_config(config)
-    model = build_model(study.model_settings(), len(std.features))
-    set_parameters(model, msg.content["arrays"].to_numpy_ndarrays())
-    eta = predict(model, std.apply(data.X_test))
-    p = 0.5 * (1.0 + np.tanh(0.5 * eta))
+    p = predict_proba(_message_model(msg, study, std), std.apply(data.X_test))
     coefficients = np.asarray(config[protocol.CALIBRATION_COEFFICIENTS], dtype=np.float64)
     return calibration_statistics(data.y_test, p, coefficients)
 

@@ -25,9 +25,7 @@ import hashlib
 import hmac
 import json
 import math
-import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,18 +151,12 @@ def _read_plans(path: Path) -> dict[str, float]:
 
 
 def _write_plans(path: Path, plans: dict[str, float]) -> None:
-    """Replace the cache file atomically (temporary file, ``os.replace``); errors are ignored."""
+    """Replace the cache file atomically; a cache that cannot be written is skipped."""
+    from fedrad.secure.files import write_atomically
+
     text = json.dumps({"format": PLAN_CACHE_FORMAT, "version": 1, "plans": plans}, indent=1)
     with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text + "\n")
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        write_atomically(path, (text + "\n").encode("utf-8"))
 
 
 #: The site's secret for DP-SGD randomness, in its keys folder (created on first use).

@@ -92,9 +92,9 @@ def check_statistics(stats: ArrayLike) -> np.ndarray:
 
 @dataclass
 class _Block:
-    """Newton-Raphson with step halving for one recalibration model (a slice of ``c``)."""
+    """Newton-Raphson with step halving for one recalibration model (slope or intercept)."""
 
-    index: slice
+    slope: bool  # the slope model (a, b); else the intercept model (a0)
     coef: np.ndarray
     loglik: float = float("-inf")
     step: np.ndarray | None = None
@@ -103,7 +103,7 @@ class _Block:
     converged: bool = False
 
     def gradient_information(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        if self.index.start == 0:  # slope model (a, b)
+        if self.slope:
             return s[0:2], np.array([[s[2], s[3]], [s[3], s[4]]]), float(s[5])
         return s[6:7], np.array([[s[7]]]), float(s[8])
 
@@ -147,7 +147,7 @@ def fit_calibration(
     up their replies. Returns ``calibration_slope``, ``calibration_intercept`` (``nan`` where
     that fit has no finite maximum) and ``calibration_exchanges`` (how many queries were made).
     """
-    slope, intercept = _Block(slice(0, 2), START[0:2].copy()), _Block(slice(2, 3), START[2:3])
+    slope, intercept = _Block(True, START[0:2].copy()), _Block(False, START[2:3].copy())
     blocks = (slope, intercept)
     stats = check_statistics(query(START.copy()))
     exchanges = 1

@@ -40,7 +40,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -379,25 +378,11 @@ class PrivacyLedger:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def _write(self, entries: list[LedgerEntry]) -> None:
+        from fedrad.secure.files import write_atomically
+
         data = {"format": FORMAT, "version": VERSION, "entries": [asdict(e) for e in entries]}
         text = json.dumps(data, indent=1, allow_nan=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):  # not every platform can fsync a folder
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        write_atomically(self.path, text.encode("utf-8"), durable=True)
 
 
 def _check_key(study: object, run_id: object, round: object) -> tuple[str, int]:

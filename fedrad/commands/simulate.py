@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     apply_cohort_flags(scenario, args)
     run_dir = Path(args.output or f"runs/{scenario.name}-{scenario.seed}")
     sites = None
+    widened: list[str] = []
     if args.features:
         if not (args.site_column and args.label_column):
             raise FedradError("--features needs --site-column and --label-column")
@@ -124,10 +125,27 @@ def run(args: argparse.Namespace) -> int:
         scenario.study = dataclasses.replace(
             scenario.study, feature_families=(), feature_settings={}
         )
+        widened = virtual_site_policy(scenario)
         sites = sites_from_feature_table(
-            Path(args.features), args.site_column, args.label_column, run_dir, scenario.study
+            Path(args.features),
+            args.site_column,
+            args.label_column,
+            run_dir,
+            scenario.study,
+            policy=scenario.policy,
         )
         scenario.sites = len(sites)
+    widened = widened or virtual_site_policy(scenario)
+    if widened:
+        from rich.text import Text
+
+        console.print(
+            Text(
+                "virtual sites' policy widened for this simulation (fedrad's default site "
+                "policy would refuse it): " + "; ".join(widened),
+                style="yellow",
+            )
+        )
     rounds = scenario.study.training.rounds
     console.print(
         f"[bold]fedrad simulate[/] {scenario.name}: {scenario.sites} sites, "
@@ -144,6 +162,27 @@ def run(args: argparse.Namespace) -> int:
         console.print(privacy_line(metrics["privacy"]))
     console.print(f"run directory: {run_dir}  (metrics.json, history.json, checkpoints/, plots/)")
     return 0
+
+
+def virtual_site_policy(scenario) -> list[str]:
+    """Give the virtual sites a policy that admits the scenario's study.
+
+    Without a ``[policy]`` in the scenario they carry fedrad's default site policy; when that
+    would refuse the study (``--no-dp``, secure aggregation off, another strategy), they get the
+    default widened just enough (:meth:`~fedrad.site.policy.SitePolicy.allowing`), and the
+    clauses it widened are returned so the command can say so.
+    """
+    from fedrad.site.policy import SitePolicy, check_study
+
+    if scenario.policy is not None:
+        return []
+    broken = check_study(SitePolicy(), scenario.study)
+    if broken:
+        scenario.policy = SitePolicy.allowing(scenario.study)
+        still = check_study(scenario.policy, scenario.study)
+        if still:
+            raise FedradError("no site policy admits this study: " + "; ".join(still))
+    return broken
 
 
 def privacy_line(privacy: dict) -> str:

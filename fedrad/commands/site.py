@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     commands = p.add_subparsers(dest="site_command", metavar="SUBCOMMAND")
     _add_check(commands)
+    _add_approve(commands)
     _add_init(commands)
     _add_join(commands)
     site_audit.add_parser(commands)
@@ -56,7 +57,30 @@ def _add_check(commands: argparse._SubParsersAction) -> None:
         help="the study's study.toml (default: a binary study on column 'label', 10+ cases)",
     )
     check.add_argument("-j", "--jobs", type=int, default=1, help="extraction processes (default 1)")
+    check.add_argument(
+        "--approve",
+        action="store_true",
+        help="approve the study (pin its hash) when the check and the site's policy pass",
+    )
     check.set_defaults(run=run_check)
+
+
+def _add_approve(commands: argparse._SubParsersAction) -> None:
+    approve = commands.add_parser(
+        "approve",
+        help="approve a study: the site answers only messages of approved study hashes",
+        description=(
+            "Pin a study's canonical hash (features by content, split, model, strategy, privacy, "
+            "secure aggregation) in the site's keys folder, after checking it against the site's "
+            "[policy]. The site then refuses any message whose study differs, naming the fields. "
+            "--list shows the approvals, --revoke HASH withdraws one."
+        ),
+    )
+    approve.add_argument("site", help="the site's site.toml")
+    approve.add_argument("study", nargs="?", help="the study's study.toml")
+    approve.add_argument("--list", action="store_true", help="list the approved studies")
+    approve.add_argument("--revoke", metavar="HASH", help="withdraw the approval with this hash")
+    approve.set_defaults(run=run_approve)
 
 
 def _add_init(commands: argparse._SubParsersAction) -> None:
@@ -156,6 +180,7 @@ def run_check(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise FedradError(f"site {site.site_id} ({args.site}): {exc}") from None
     report = check_site(table, site, study)
+    broken = show_policy(console, site, study) if args.study else []
 
     summary = Table(title=f"site {site.site_id} for study {study.name!r} ({study.task})")
     summary.add_column("check")
@@ -171,7 +196,86 @@ def run_check(args: argparse.Namespace) -> int:
         console.print(f"  [yellow]left out[/] case {case_id}: {error}", highlight=False)
     if not report.ok:
         raise FedradError(f"site {site.site_id} cannot serve study {study.name!r}: {report.reason}")
+    if broken:
+        raise FedradError(
+            f"site {site.site_id}'s policy refuses study {study.name!r}: " + "; ".join(broken)
+        )
     console.print(f"[green]site {site.site_id} can serve study {study.name!r}[/]")
+    if getattr(args, "approve", False):
+        _approve(console, site, study)
+    return 0
+
+
+def show_policy(console: Console, site, study) -> list[str]:
+    """Print the site's policy next to the study; return the clauses the study breaks."""
+    from rich.markup import escape
+
+    from fedrad.site.approval import approval_hash, approved_studies
+    from fedrad.site.policy import check_study
+
+    policy = site.site_policy
+    broken = check_study(policy, study)
+    table = Table(title=f"policy of site {site.site_id} ([policy] of site.toml)")
+    table.add_column("clause")
+    table.add_column("site allows")
+    table.add_column("study", overflow="fold")
+    clauses = {b.split(":", 1)[0]: b.split(":", 1)[1].strip() for b in broken}
+    for clause, value in policy.rows():
+        verdict = clauses.get(clause, "ok")
+        style = "red" if clause in clauses else None
+        table.add_row(escape(clause), escape(value), escape(verdict), style=style)
+    console.print(table)
+    approved = approval_hash(study) in approved_studies(site)
+    console.print(
+        f"study hash {approval_hash(study)[:16]}...: "
+        + ("approved by this site" if approved else "not approved yet (fedrad site approve)"),
+        highlight=False,
+        markup=False,
+    )
+    return broken
+
+
+def _approve(console: Console, site, study) -> None:
+    from fedrad.site.approval import approve
+    from fedrad.site.policy import check_study
+
+    broken = check_study(site.site_policy, study)
+    if broken:
+        raise FedradError(
+            f"site {site.site_id}'s policy refuses study {study.name!r}, so it cannot be "
+            "approved: " + "; ".join(broken)
+        )
+    key = approve(site, study)
+    console.print(
+        f"approved study {study.name!r} (hash {key}) at site {site.site_id}",
+        highlight=False,
+        markup=False,
+    )
+
+
+def run_approve(args: argparse.Namespace) -> int:
+    from fedrad.federation.config import SiteConfig, StudyConfig
+    from fedrad.site.approval import approved_studies, revoke
+
+    console = Console()
+    site = SiteConfig.from_file(args.site)
+    if args.revoke:
+        if not revoke(site, args.revoke):
+            raise FedradError(f"site {site.site_id} has no approval with hash {args.revoke}")
+        console.print(f"revoked approval {args.revoke} at site {site.site_id}", markup=False)
+        return 0
+    if args.list or not args.study:
+        table = Table(title=f"studies approved by site {site.site_id}")
+        table.add_column("hash")
+        table.add_column("study")
+        table.add_column("approved (UTC)")
+        for key, entry in approved_studies(site).items():
+            table.add_row(key[:16], str(entry.get("name")), str(entry.get("approved_at")))
+        console.print(table)
+        return 0
+    study = StudyConfig.from_file(args.study)
+    show_policy(console, site, study)
+    _approve(console, site, study)
     return 0
 
 

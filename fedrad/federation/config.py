@@ -275,7 +275,30 @@ class StudyConfig:
     @staticmethod
     def from_file(path: str | Path) -> StudyConfig:
         path = Path(path)
-        return StudyConfig.from_dict(_read_toml(path, "study"), where=str(path))
+        study = StudyConfig.from_dict(_read_toml(path, "study"), where=str(path))
+        return study.with_inlined_params(path.parent)
+
+    def with_inlined_params(self, base_dir: str | Path) -> StudyConfig:
+        """The study with a ``[features] params`` file read here (relative to ``base_dir``) and
+        its settings carried by content (``settings``): a site never opens a path a study names,
+        and the study's hash covers what the file says, not its name."""
+        if "params" not in self.feature_settings:
+            return self
+        from fedrad.errors import SettingsError
+        from fedrad.radiomics.settings import Settings
+
+        features = dict(self.feature_settings)
+        params = Path(base_dir) / str(features.pop("params"))
+        if features:
+            raise ConfigError(
+                f"[features] params = {params.name!r} cannot be combined with other feature "
+                f"settings ({', '.join(sorted(features))}); put them in the params file"
+            )
+        try:
+            settings = Settings.from_file(params)
+        except SettingsError as exc:
+            raise ConfigError(f"[features] params: {exc}") from None
+        return dataclasses.replace(self, feature_settings={"settings": settings.to_dict()})
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -304,6 +327,15 @@ class SiteConfig:
     keys_dir: Path = Path(".fedrad/keys")
     egress_log: Path | None = None
     ledger: Path | None = None
+    #: The site's ``[policy]`` (:class:`fedrad.site.policy.SitePolicy`; None: the defaults).
+    policy: Any = None
+
+    @property
+    def site_policy(self):
+        """The site's privacy contract (the safe defaults when site.toml has no ``[policy]``)."""
+        from fedrad.site.policy import SitePolicy
+
+        return self.policy if self.policy is not None else SitePolicy()
 
     @property
     def egress_log_path(self) -> Path:
@@ -326,7 +358,7 @@ class SiteConfig:
         site = dict(data.get("site", {}))
         privacy = dict(data.get("privacy", {}))
         columns = {str(k): str(v) for k, v in dict(data.get("columns", {})).items()}
-        unknown = sorted(set(data) - {"site", "privacy", "columns"})
+        unknown = sorted(set(data) - {"site", "privacy", "columns", "policy"})
         if unknown:
             raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}")
         if "id" not in site:
@@ -356,7 +388,16 @@ class SiteConfig:
         extra = sorted(set(site) - allowed)
         if extra:
             raise ConfigError(f"{path}: [site] unknown key(s) {', '.join(extra)}")
+        from fedrad.site.policy import SitePolicy
+
+        budget = privacy.get("epsilon_budget")
+        policy = SitePolicy.from_dict(
+            dict(data.get("policy", {})),
+            str(path),
+            None if budget is None else float(budget),
+        )
         return SiteConfig(
+            policy=policy,
             site_id=str(site["id"]),
             root=root,
             manifest=manifest,

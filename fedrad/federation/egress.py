@@ -312,7 +312,53 @@ def egress_entry(
     if entry["epsilon"] is None:
         entry["epsilon"] = ledger_epsilon(site.ledger_path)
         entry["epsilon_source"] = None if entry["epsilon"] is None else "ledger"
+    entry["protection"] = protection_of(entry)
     return entry
+
+
+#: SecAgg+ stage whose reply carries the site's masked update.
+MASKED_STAGE = "collect_masked_vectors"
+
+
+def _released_protection(records: list[dict[str, Any]]) -> list[str]:
+    """The protections the site's release path applied (its ``release`` record), e.g. dp."""
+    for record in records:
+        if record.get("name") != "release":
+            continue
+        for item in record.get("items", []):
+            if item.get("key") == "protection" and isinstance(item.get("value"), str):
+                return [p for p in item["value"].split(",") if p and p != "none"]
+    return []
+
+
+def _has_metric(records: list[dict[str, Any]], key: str) -> bool:
+    return any(
+        item.get("key") == key
+        for record in records
+        if record.get("kind") == "metrics"
+        for item in record.get("items", [])
+    )
+
+
+def protection_of(entry: dict[str, Any]) -> list[str]:
+    """How what left was protected: ``secagg`` (a masked SecAgg+ vector), ``protocol`` (other
+    SecAgg+ stages: keys and shares), ``sealed`` (end to end to the server's key), ``dp``
+    (differentially private), ``refusal`` (a coded error), else ``clear``."""
+    if entry.get("error") is not None:
+        return ["refusal"]
+    records = entry.get("records") or []
+    inner = (entry.get("plaintext") or {}).get("records") or records
+    out: list[str] = []
+    stage = entry.get("stage")
+    if stage:
+        out.append("secagg" if stage == MASKED_STAGE else "protocol")
+        if stage == MASKED_STAGE and _has_metric(records, "noise-multiplier"):
+            out.append("dp")
+    else:
+        if entry.get("plaintext") is not None:
+            out.append("sealed")
+        out += _released_protection(inner)
+    return sorted(set(out)) or ["clear"]
 
 
 @contextlib.contextmanager
@@ -434,6 +480,8 @@ class EgressEntry:
     epsilon: float | None
     epsilon_source: str | None
     plaintext: dict[str, Any] | None = None
+    #: How it was protected (``protection_of``): secagg, protocol, sealed, dp, refusal, clear.
+    protection: tuple[str, ...] = ()
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @staticmethod
@@ -462,6 +510,7 @@ class EgressEntry:
             epsilon=float(epsilon) if isinstance(epsilon, int | float) else None,
             epsilon_source=data.get("epsilon_source"),
             plaintext=data.get("plaintext") if isinstance(data.get("plaintext"), dict) else None,
+            protection=tuple(data.get("protection") or protection_of(data)),
             raw=data,
         )
 

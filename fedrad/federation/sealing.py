@@ -19,7 +19,7 @@ base64).
 
 Trust. A site that pins the server's key (``server-sealing.pub`` in its keys folder) refuses to
 seal to any other key offered, so a relay cannot substitute its own key and read the update. A
-site with ``required=True`` refuses a TRAIN instruction that offers no key (a relay could strip
+site with ``required=True`` refuses any instruction outside SecAgg+ that offers no key (a relay could strip
 the offer), unless SecAgg+ protects it. The server requires every reply of a batch it asked to
 be sealed to come sealed. Both refusals happen before any training, so no privacy is spent.
 """
@@ -428,7 +428,7 @@ class SiteSealing:
     """What a site seals with: its id and identity, and the server key it pinned (if any).
 
     ``server_public=None`` trusts the key the instruction offers (only a passive relay is
-    then kept out); ``required`` refuses TRAIN instructions that offer no key (outside SecAgg+).
+    then kept out); ``required`` refuses any instruction outside SecAgg+ that offers no key.
     Picklable (Flower's simulation ships the ClientApp to its workers).
     """
 
@@ -517,16 +517,15 @@ def make_sealing_mod(resolve: Callable[[Context], SiteSealing]) -> Mod:
     def sealing_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         offered = offered_key(msg)
         if offered is None:
-            if (
-                msg.has_content()
-                and msg.metadata.message_type.split(".")[0] == MessageType.TRAIN
-                and _SECAGG_CONFIGS not in msg.content
-            ):
+            # relay-proof: once a server key is pinned, every reply outside SecAgg+ (train,
+            # evaluate and query alike) leaves sealed or not at all
+            if msg.has_content() and _SECAGG_CONFIGS not in msg.content:
                 keys = resolve(context)
                 if keys.required:
                     raise SealError(
-                        "this site requires sealed updates but the instruction offers no "
-                        "sealing key; refusing to send its model update in the clear",
+                        "this site pinned the server's sealing key, but the instruction offers "
+                        "none; refusing to send its reply in the clear (a relay may have "
+                        "stripped the offer)",
                         site_id=keys.site_id,
                     )
             return call_next(msg, context)

@@ -23,6 +23,7 @@ as that site dropping out of the round and unmasks the others (if enough remain)
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import hashlib
 from collections.abc import Sequence
@@ -59,6 +60,19 @@ class UpdateOutOfRangeError(SecureAggregationError):
     """A site's update does not fit SecAgg+'s quantisation range (it is refused, not clipped)."""
 
 
+#: True while the site's own SecAgg+ mod runs its train handler: only then is the update masked.
+#: Set by this process alone, so no message can claim it.
+_INSIDE_SECAGG: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "fedrad_inside_secagg", default=False
+)
+
+
+def inside_secure_aggregation() -> bool:
+    """Whether the train handler now running was called by the site's SecAgg+ mod (its reply
+    leaves masked), as opposed to a plain TRAIN message (its reply leaves whole)."""
+    return _INSIDE_SECAGG.get()
+
+
 def is_secure_aggregation_message(msg: Message) -> bool:
     """True for a TRAIN message of Flower's SecAgg+ protocol (it carries the stage record)."""
     return (
@@ -79,7 +93,11 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppC
         return call_next(msg, context)
 
     def fedrad_train(inner: Message, ctx: Context) -> Message:
-        return _train_through_fedrad(inner, ctx, call_next)
+        token = _INSIDE_SECAGG.set(True)
+        try:
+            return _train_through_fedrad(inner, ctx, call_next)
+        finally:
+            _INSIDE_SECAGG.reset(token)
 
     return secaggplus_mod(msg, context, fedrad_train)
 

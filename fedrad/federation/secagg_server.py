@@ -299,6 +299,7 @@ def secure_fit(
     *,
     max_weight: float = 1000.0,
     train_log: Any = None,
+    evaluate_grid: Any = None,
 ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     """Run the study's rounds with SecAgg+ over ``node_ids``; return final arrays and history.
 
@@ -313,7 +314,9 @@ def secure_fit(
     released), ``aggregated``, ``secagg`` (``sampled``, ``threshold``, ``included`` and
     ``dropped`` sites with stage and reason), ``fit_seconds``, then the round's evaluation.
     ``train_log`` (the server's :class:`~fedrad.federation.server_app.TrainLog`) receives each
-    round's per-site training metrics (loss and privacy spending travel in the clear).
+    round's per-site training metrics (privacy spending travels beside the masked update;
+    sites send no training loss under SecAgg+). ``evaluate_grid`` (default ``grid``) carries
+    the evaluation messages, e.g. a sealing grid: only the SecAgg+ stages use ``grid`` itself.
     """
     from fedrad.federation.server_app import StudyAbortedError
     from fedrad.learn.models import build_model, get_parameters
@@ -372,7 +375,14 @@ def secure_fit(
         )
         dropped = list(site_grid.dropped)
         arrays = _global_arrays(cast(LegacyContext, context))
-        replies, sites = _evaluate(grid_, nodes, arrays, config, server_round, timeout)
+        replies, sites = _evaluate(
+            grid_ if evaluate_grid is None else evaluate_grid,
+            nodes,
+            arrays,
+            config,
+            server_round,
+            timeout,
+        )
         node_site.update(sites)
         evaluation([r.content for r in replies], "num-examples")
         run.save_checkpoint(server_round, arrays)

@@ -33,6 +33,7 @@ from fedrad.federation.config import StudyConfig
 from fedrad.federation.run_dir import RunDirectory
 from fedrad.federation.strategies import build_strategy
 from fedrad.learn.models import build_model, get_parameters
+from fedrad.site.refusal import REFUSAL_PREFIX, refusal_code
 
 log = logging.getLogger("fedrad.server")
 
@@ -44,8 +45,8 @@ class StudyAbortedError(FedradError):
 class SiteGrid:
     """A view of a Flower Grid restricted to the accepted sites' nodes.
 
-    A site that refuses a round because its privacy budget is spent (its reply is an error whose
-    reason names ``PrivacyBudgetExceeded``) is dropped from the view: the study carries on
+    A site that refuses a round because its privacy budget is spent (its reply is a refusal
+    with code ``budget``) is dropped from the view: the study carries on
     without it, and stops only when fewer than ``min_sites`` sites remain.
     """
 
@@ -77,7 +78,7 @@ class SiteGrid:
             self._grid.send_and_receive(messages, *args, **kwargs), self.site_names
         )
         for reply in replies:
-            if reply.has_error() and BUDGET_REFUSAL in str(reply.error.reason):
+            if reply.has_error() and refusal_code(str(reply.error.reason)) == "budget":
                 node = reply.metadata.src_node_id
                 site = self.site_names.get(node, f"node {node}")
                 if node in self._nodes:
@@ -94,13 +95,9 @@ class SiteGrid:
         return getattr(self._grid, name)
 
 
-#: The exception name a site's refusal carries (fedrad.privacy.ledger.PrivacyBudgetExceeded).
-BUDGET_REFUSAL = "PrivacyBudgetExceeded"
-
-
 def _refusal_text(reason: str) -> str:
-    """The site's own message out of Flower's error reason (which wraps the exception)."""
-    start = reason.find(BUDGET_REFUSAL)
+    """The site's coded refusal out of Flower's error reason."""
+    start = reason.find(REFUSAL_PREFIX)
     return reason[start:].strip(" <>'\"") if start >= 0 else reason
 
 
@@ -156,16 +153,20 @@ class TrainLog:
         for i, record in enumerate(records):
             metrics = record["metrics"]
             n = float(metrics[weight_key])
-            total += n * float(metrics["train-loss"])
-            weight += n
+            # sites send no loss under SecAgg+ (it would leave in the clear)
+            loss = float(metrics["train-loss"]) if "train-loss" in metrics else float("nan")
+            if "train-loss" in metrics:
+                total += n * loss
+                weight += n
             site = str(record["site"]["site_id"]) if "site" in record else f"site{i}"
-            entry = {"n": n, "train_loss": float(metrics["train-loss"])}
+            entry = {"n": n, "train_loss": loss}
             for key in protocol.PRIVACY_METRICS:
                 if key in metrics:
                     entry[key.replace("-", "_")] = float(metrics[key])
             sites[site] = entry
         mean = total / weight if weight else float("nan")
         self.rounds.append({"train_loss": mean, "sites": sites})
+        weight = sum(e["n"] for e in sites.values())
         epsilons = {s: e["epsilon_study"] for s, e in sites.items() if "epsilon_study" in e}
         if epsilons:
             log.info(
@@ -415,37 +416,44 @@ def run_study(
     """
     run = RunDirectory(run_dir)
     run.write_json("study.json", study.to_dict())
-    nodes = wait_for_nodes(grid, study.training.min_sites, node_timeout, expected_sites)
-    accepted, features, reports = check_sites(grid, study, nodes, run)
-    std = federated_standardisation(grid, study, accepted, features)
-    run.write_json("standardisation.json", std.to_config())
-    config = {"study": protocol.study_to_json(study), **std.to_config()}
-    evaluation = EvaluationLog(study)
-    training = TrainLog()
-    names = {r["node_id"]: r["site_id"] for r in reports if "site_id" in r and "node_id" in r}
+    from fedrad.site.approval import study_hash
+
+    run.write_json("study-hash.json", {"study_hash": study_hash(study)})
     rejections: list[tuple[int, str]] = []
-    central_epsilon: float | None = None
-    train_grid: Any = grid
-    if sealing is not None and not study.secure_aggregation.enabled:
+    # Every exchange outside SecAgg+ (site checks, moments, evaluation, Newton, calibration, and
+    # training when SecAgg+ is off) is sealed end to end when the server has a sealing key: a
+    # site that pinned the key answers nothing in the clear.
+    sealed_grid: Any = grid
+    if sealing is not None:
         from fedrad.federation.sealing import SealingGrid
 
-        train_grid = SealingGrid(
+        sealed_grid = SealingGrid(
             grid,
             server_private=sealing.private_key,
             registry=sealing.registry,
-            message_types=(MessageType.TRAIN, MessageType.EVALUATE),
+            message_types=(MessageType.QUERY, MessageType.TRAIN, MessageType.EVALUATE),
         )
-        rejections = train_grid.rejections
+        rejections = sealed_grid.rejections
     elif not study.secure_aggregation.enabled:
         log.warning(
             "secure aggregation is off and no sealing key is configured: site updates reach "
             "the ServerApp protected only by the transport (TLS)"
         )
+    nodes = wait_for_nodes(grid, study.training.min_sites, node_timeout, expected_sites)
+    accepted, features, reports = check_sites(sealed_grid, study, nodes, run)
+    std = federated_standardisation(sealed_grid, study, accepted, features)
+    run.write_json("standardisation.json", std.to_config())
+    config = {"study": protocol.study_to_json(study), **std.to_config()}
+    evaluation = EvaluationLog(study)
+    training = TrainLog()
+    names = {r["node_id"]: r["site_id"] for r in reports if "site_id" in r and "node_id" in r}
+    central_epsilon: float | None = None
+    train_grid: Any = sealed_grid
     site_grid = SiteGrid(train_grid, accepted, site_names=names, min_sites=study.training.min_sites)
     if study.secure_aggregation.enabled:
         from fedrad.federation.secagg import secure_fit
 
-        max_weight = max(int(r["n-train"]) for r in reports if r.get("ok"))
+        max_weight = max([10] + [int(r["n-train"]) for r in reports if r.get("ok")])
         arrays, history = secure_fit(
             grid,
             study,
@@ -455,11 +463,12 @@ def run_study(
             run,
             max_weight=max_weight,
             train_log=training,
+            evaluate_grid=sealed_grid,
         )
     elif study.training.strategy == "exact":
         from fedrad.federation.exact import newton_fit
 
-        arrays, history = newton_fit(grid, study, accepted, config, evaluation, run)
+        arrays, history = newton_fit(sealed_grid, study, accepted, config, evaluation, run)
     else:
         model = build_model(study.model_settings(), len(features))
         strategy = build_strategy(study, len(accepted), evaluation, training, noise_seed=noise_seed)
@@ -499,8 +508,11 @@ def run_study(
     if study.task == "binary" and _both_classes(final["pooled"]):
         from fedrad.federation.calibration import federated_calibration
 
+        # the sites whose held-out cases make up the pooled figures (a site may withhold its
+        # evaluation, e.g. below its minimum cell count)
+        evaluated = [n for n in accepted if names.get(n) in final["sites"]]
         final["pooled"].update(
-            federated_calibration(grid, accepted, config, arrays, site_names=names)
+            federated_calibration(sealed_grid, evaluated, config, arrays, site_names=names)
         )
     summary = {
         "study": study.name,
@@ -511,7 +523,7 @@ def run_study(
         "final": final,
         "privacy": privacy_summary(study, training, site_grid, central_epsilon),
         "sealing": {
-            "enabled": sealing is not None and not study.secure_aggregation.enabled,
+            "enabled": sealing is not None,
             "rejected": [{"round": r, "reason": why} for r, why in rejections],
         },
     }

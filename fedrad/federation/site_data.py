@@ -71,9 +71,13 @@ def read_feature_table(path: Path, non_features: set[str]) -> FeatureTable:
 def study_settings(study: StudyConfig) -> Settings:
     """Feature settings of the study (``[features]`` table of study.toml)."""
     data = dict(study.feature_settings)
-    params = data.pop("params", None)
-    if params:
-        return Settings.from_file(params)
+    if "params" in data:
+        raise ValueError(
+            "the study's [features] names a file (params); a site never opens a path a study "
+            "names (the coordinator's fedrad inlines the file when it reads study.toml)"
+        )
+    if "settings" in data:  # a params file, inlined by content
+        return Settings.from_dict(dict(data["settings"]), name=study.name)
     return Settings.from_dict(data, name=study.name)
 
 
@@ -210,12 +214,25 @@ def cv_folds(y: np.ndarray, n_folds: int, seed: int, site_id: str) -> np.ndarray
     return fold
 
 
-def held_out_mask(y: np.ndarray, study: StudyConfig, site_id: str) -> np.ndarray:
+def held_out_mask(
+    y: np.ndarray, study: StudyConfig, site_id: str, seed: int | None = None
+) -> np.ndarray:
     """The site's held-out cases: fold ``study.cv_fold`` when ``study.cv_folds > 1``, else a
-    stratified ``study.test_fraction`` (both deterministic in the study seed and the site id)."""
+    stratified ``study.test_fraction`` (both deterministic in ``seed`` and the site id).
+
+    A site always passes its own split seed (:func:`fedrad.site.splits.split_seed`, from its
+    secret and the approved study); ``seed=None`` (the study seed) is for pure unit tests."""
+    seed = study.seed if seed is None else seed
     if study.cv_folds > 1:
-        return cv_folds(y, study.cv_folds, study.seed, site_id) == study.cv_fold
-    return _split(y, study.test_fraction, study.seed, site_id)
+        return cv_folds(y, study.cv_folds, seed, site_id) == study.cv_fold
+    return _split(y, study.test_fraction, seed, site_id)
+
+
+def site_split(y: np.ndarray, study: StudyConfig, site: SiteConfig) -> np.ndarray:
+    """The held-out mask the site fixes for ``study`` (seeded by its secret)."""
+    from fedrad.site.splits import split_seed
+
+    return held_out_mask(y, study, site.site_id, split_seed(site, study))
 
 
 def select_features(table: FeatureTable, study: StudyConfig) -> list[str]:
@@ -258,7 +275,7 @@ def check_site(table: FeatureTable, site: SiteConfig, study: StudyConfig) -> Sit
         reasons.append("no events")
     if not usable:
         reasons.append("no usable feature column")
-    test = held_out_mask(y[known], study, site.site_id) if n else np.zeros(0, bool)
+    test = site_split(y[known], study, site) if n else np.zeros(0, bool)
     return SiteReport(
         site_id=site.site_id,
         ok=not reasons,
@@ -294,7 +311,7 @@ def site_arrays(
     X, y = X[known], y[known]
     time = time[known] if time is not None else None
     ids = [c for c, k in zip(table.case_ids, known, strict=True) if k]
-    test = held_out_mask(y, study, site.site_id)
+    test = site_split(y, study, site)
     return SiteData(
         site_id=site.site_id,
         feature_names=list(features),

@@ -21,11 +21,8 @@ again. The cache is a convenience: unreadable, stale or unwritable, it is ignore
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import math
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from torch import nn
 
 from fedrad.errors import FedradError
 from fedrad.federation.config import SiteConfig, StudyConfig
+from fedrad.site.secret import SITE_SECRET, write_site_secret
 
 
 @dataclass(frozen=True)
@@ -159,38 +157,21 @@ def _write_plans(path: Path, plans: dict[str, float]) -> None:
         write_atomically(path, (text + "\n").encode("utf-8"))
 
 
-#: The site's secret for DP-SGD randomness, in its keys folder (created on first use).
-DP_SECRET = "dp-noise.secret"
+#: The site's secret (kept under its historical name; see :mod:`fedrad.site.secret`).
+DP_SECRET = SITE_SECRET
 
 
 def write_dp_secret(site: SiteConfig, secret: bytes | None = None) -> Path:
-    """Write the site's DP noise secret (random unless given: simulations derive it from the
-    scenario seed so that runs repeat), readable by the site only."""
-    from fedrad.secure.files import write_owner_only
-
-    return write_owner_only(
-        site.keys_dir / DP_SECRET, secret if secret is not None else secrets.token_bytes(32)
-    )
-
-
-def dp_seed(site: SiteConfig, study: StudyConfig, server_round: int) -> int:
-    """The seed of a round's Poisson sampling and Gaussian noise: HMAC-SHA256 of (study, seed,
-    round) under the site's secret. The server cannot regenerate (and so subtract) the noise,
-    and a retried round draws the same noise, so the ledger rightly counts it once."""
-    path = site.keys_dir / DP_SECRET
-    if not path.exists():
-        write_dp_secret(site)
-    secret = path.read_bytes()
-    message = f"{study.name}:{study.seed}:{server_round}".encode()
-    return int.from_bytes(hmac.new(secret, message, hashlib.sha256).digest()[:8], "big")
+    """Write the site's secret (see :func:`fedrad.site.secret.write_site_secret`)."""
+    return write_site_secret(site, secret)
 
 
 def site_ledger(site: SiteConfig, study: StudyConfig):
-    """The site's persistent ledger, with its own budget and delta from ``site.toml``."""
+    """The site's persistent ledger, with its own (finite) budget and delta from ``site.toml``."""
     from fedrad.privacy.ledger import PrivacyLedger
 
     return PrivacyLedger(
-        site.ledger_path, site.epsilon_budget, site.delta, study.privacy.accountant
+        site.ledger_path, site.site_policy.epsilon_budget, site.delta, study.privacy.accountant
     )
 
 
@@ -203,10 +184,21 @@ def train_private_round(
     *,
     run_id: int,
     server_round: int,
+    study_hash: str,
+    input_hash: str,
+    seed: int,
+    min_noise_multiplier: float = 0.0,
+    max_study_epsilon: float | None = None,
     proximal_mu: float = 0.0,
     global_params: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Check the budget, run DP-SGD for one round, record it; returns the training result.
+
+    The ledger entry is keyed by ``(study_hash, run_id, server_round)`` and records
+    ``input_hash`` (the global model and config trained from): a second, different release of
+    the round is refused. ``seed`` (the site's, from its secret and that key) drives the Poisson
+    sampling and the noise. The site's policy adds: the planned noise must be at least
+    ``min_noise_multiplier`` and the whole study's epsilon at most ``max_study_epsilon``.
 
     The result holds ``loss``, ``n``, ``steps`` and the privacy figures the site reports:
     ``epsilon`` (all the site has spent, across studies), ``epsilon-study`` (this study so far),
@@ -220,11 +212,37 @@ def train_private_round(
             "sample-level DP-SGD is not available for Cox models (risk sets make per-patient "
             "gradients dependent); use [privacy] mode = 'client' or 'none' for a survival study"
         )
+    from fedrad.privacy.accountant import epsilon as composed_epsilon
+    from fedrad.site.refusal import SiteRefusal
+
     plan = plan_round(study, int(np.asarray(X).shape[0]), site.cache_dir)
+    if plan.noise_multiplier < min_noise_multiplier:
+        raise SiteRefusal(
+            "policy",
+            f"the study's DP-SGD noise multiplier {plan.noise_multiplier:.3g} at this site is "
+            f"below its min_noise_multiplier {min_noise_multiplier:g}",
+        )
     mechanism = Mechanism(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)
+    if max_study_epsilon is not None:
+        whole = Mechanism(plan.noise_multiplier, plan.sample_rate, plan.total_steps)
+        study_epsilon = composed_epsilon([whole], site.delta, study.privacy.accountant)
+        if study_epsilon > max_study_epsilon + 1e-9:
+            raise SiteRefusal(
+                "policy",
+                f"the whole study would spend epsilon {study_epsilon:.3g} at this site, above "
+                f"its max_study_epsilon {max_study_epsilon:g}",
+            )
     ledger = site_ledger(site, study)
     delta = study.privacy.delta
-    ledger.check(mechanism, study=study.name, run_id=run_id, round=server_round, study_delta=delta)
+    key = dict(
+        study=study.name,
+        run_id=run_id,
+        round=server_round,
+        study_delta=delta,
+        study_hash=study_hash,
+        input_hash=input_hash,
+    )
+    ledger.check(mechanism, **key)
     result = train_local_private(
         model,
         X,
@@ -232,7 +250,7 @@ def train_private_round(
         epochs=study.training.local_epochs,
         lr=study.training.learning_rate,
         batch_size=study.training.batch_size,
-        seed=dp_seed(site, study, server_round),
+        seed=seed,
         noise_multiplier=plan.noise_multiplier,
         max_grad_norm=study.privacy.max_grad_norm,
         proximal_mu=proximal_mu,
@@ -240,11 +258,12 @@ def train_private_round(
         optimizer=study.training.optimizer,
         l2=study.model.l2,
     )
-    ledger.record(mechanism, study=study.name, run_id=run_id, round=server_round, study_delta=delta)
+    ledger.record(mechanism, **key)
     return {
         **result,
         "epsilon": ledger.spent(),
         "epsilon-study": ledger.spent(study=study.name, run_id=run_id),
+        "epsilon-budget": ledger.budget,
         "noise-multiplier": plan.noise_multiplier,
         "sample-rate": plan.sample_rate,
         "delta": site.delta,

@@ -19,11 +19,12 @@ Protocol of a round (the ClientApp): ``check`` before training (refuse work that
 budget), train, ``record`` before the update leaves the site (``record`` checks again, under a
 file lock, so two studies running at once cannot both squeeze into the last of the budget).
 
-- Idempotent: a second ``record`` of the same ``(run_id, round)`` with the same mechanism is a
-  no-op, so a retried round is counted once. That is right only when the retry *releases the same
-  update* (same seed, same global model): a retry that releases a different noisy update is a new
-  release and must be recorded under its own key. A same-key entry with a different mechanism is
-  refused.
+- One release per key: an entry is keyed by ``(study hash, run_id, round)`` and records the hash
+  of the round's input (the global model and config). A second ``record`` of the same key with
+  the same input and mechanism is a no-op (a genuine retry, which the site answers from its
+  cached reply); the same key with another input raises :class:`ReleaseConflictError` (the
+  server retraining a released round with other seeds or another model); with another
+  mechanism, :class:`PrivacyError`.
 - Atomic: the file is rewritten to a temporary file in the same folder, flushed and fsync'ed, and
   moved over the ledger with ``os.replace`` (then the folder is fsync'ed), so a crash leaves the old
   or the new ledger, never half of one.
@@ -61,7 +62,9 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 FORMAT = "fedrad-privacy-ledger"
-VERSION = 1
+VERSION = 2
+#: Ledger versions this fedrad reads (version 1 entries have no study or input hash).
+READABLE_VERSIONS = (1, 2)
 
 
 class PrivacyBudgetExceeded(PrivacyError):  # noqa: N818 - the name the issue asks for
@@ -72,6 +75,10 @@ class PrivacyBudgetExceeded(PrivacyError):  # noqa: N818 - the name the issue as
         self.budget = budget
         self.spent = spent
         self.after = after
+
+
+class ReleaseConflictError(PrivacyError):
+    """A released round asked again from another input: a second release is refused."""
 
 
 class LedgerCorruptError(PrivacyError):
@@ -92,6 +99,10 @@ class LedgerEntry:
     delta: float
     accountant: str
     epsilon_after: float
+    #: The approved study's hash and the hash of the round's input (the global model and
+    #: config the site trained from); empty for entries of version-1 ledgers.
+    study_hash: str = ""
+    input_hash: str = ""
 
     @property
     def mechanism(self) -> Mechanism:
@@ -99,9 +110,9 @@ class LedgerEntry:
         return Mechanism(self.noise_multiplier, self.sample_rate, self.steps)
 
     @property
-    def key(self) -> tuple[str, int]:
-        """``(run_id, round)``: the idempotency key."""
-        return (self.run_id, self.round)
+    def key(self) -> tuple[str, str, int]:
+        """``(study hash, run_id, round)``: one release per key."""
+        return (self.study_hash, self.run_id, self.round)
 
 
 def _entry_from_json(raw: object, where: str) -> LedgerEntry:
@@ -120,6 +131,11 @@ def _entry_from_json(raw: object, where: str) -> LedgerEntry:
         "epsilon_after": float,
     }
     missing = sorted(set(fields) - set(raw))
+    optional = {
+        name: str(raw[name])
+        for name in ("study_hash", "input_hash")
+        if isinstance(raw.get(name), str)
+    }
     if missing:
         raise LedgerCorruptError(f"{where}: an entry lacks {', '.join(missing)}: {raw!r}")
     values: dict[str, Any] = {}
@@ -137,7 +153,7 @@ def _entry_from_json(raw: object, where: str) -> LedgerEntry:
         if not ok:
             raise LedgerCorruptError(f"{where}: entry field {name!r} is {value!r}")
         values[name] = float(value) if kind is float else value
-    entry = LedgerEntry(**values)
+    entry = LedgerEntry(**values, **optional)
     try:
         entry.mechanism  # noqa: B018 - validates the numbers
     except PrivacyError as exc:
@@ -197,7 +213,7 @@ class PrivacyLedger:
             ) from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise LedgerCorruptError(f"{self.path}: not a fedrad privacy ledger; {fix}")
-        if data.get("version") != VERSION:
+        if data.get("version") not in READABLE_VERSIONS:
             raise LedgerCorruptError(
                 f"{self.path}: privacy ledger version {data.get('version')!r} is not supported "
                 f"(this fedrad reads version {VERSION})"
@@ -208,7 +224,9 @@ class PrivacyLedger:
         entries = [_entry_from_json(item, f"{self.path}") for item in raw]
         keys = [e.key for e in entries]
         if len(set(keys)) != len(keys):
-            raise LedgerCorruptError(f"{self.path}: a (run_id, round) appears twice; {fix}")
+            raise LedgerCorruptError(
+                f"{self.path}: a (study hash, run_id, round) appears twice; {fix}"
+            )
         return entries
 
     def _epsilon(self, mechanisms: list[Mechanism]) -> float:
@@ -261,7 +279,13 @@ class PrivacyLedger:
             )
 
     def _projection(
-        self, entries: list[LedgerEntry], mechanism: Mechanism, run_id: str, round: int
+        self,
+        entries: list[LedgerEntry],
+        mechanism: Mechanism,
+        run_id: str,
+        round: int,
+        study_hash: str = "",
+        input_hash: str = "",
     ) -> tuple[float, LedgerEntry | None]:
         """``(after, existing)``: the total with ``mechanism`` under this key, and its entry."""
         if not isinstance(mechanism, Mechanism):
@@ -271,8 +295,14 @@ class PrivacyLedger:
                 "a round without noise (noise_multiplier 0) is not differentially private and "
                 "cannot be spent from a privacy budget; set the study's noise or target_epsilon"
             )
-        existing = next((e for e in entries if e.key == (run_id, round)), None)
+        existing = next((e for e in entries if e.key == (study_hash, run_id, round)), None)
         if existing is not None:
+            if existing.input_hash != input_hash:
+                raise ReleaseConflictError(
+                    f"{self.path}: round {round} of run {run_id!r} (study {study_hash[:12] or '-'}) "
+                    "was already released from another input (global model or config); a "
+                    "second, different release of a released round is refused"
+                )
             if existing.mechanism != mechanism:
                 raise PrivacyError(
                     f"{self.path}: run {run_id!r} round {round} is already recorded with "
@@ -307,6 +337,8 @@ class PrivacyLedger:
         round: int,
         *,
         study_delta: float | None = None,
+        study_hash: str = "",
+        input_hash: str = "",
     ) -> float:
         """The site's total epsilon if ``next`` were spent; raises if it would exceed the budget.
 
@@ -317,7 +349,7 @@ class PrivacyLedger:
         self._check_delta(study_delta)
         run_id, round = _check_key(study, run_id, round)
         entries = self.entries()
-        after, existing = self._projection(entries, next, run_id, round)
+        after, existing = self._projection(entries, next, run_id, round, study_hash, input_hash)
         if existing is None:
             self._refuse_if_over(entries, after, study, round)
         return after
@@ -330,6 +362,8 @@ class PrivacyLedger:
         round: int,
         *,
         study_delta: float | None = None,
+        study_hash: str = "",
+        input_hash: str = "",
     ) -> LedgerEntry:
         """Append the round's spending (checked against the budget again) and return its entry.
 
@@ -343,7 +377,9 @@ class PrivacyLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._locked():
             entries = self.entries()
-            after, existing = self._projection(entries, mechanism, run_id, round)
+            after, existing = self._projection(
+                entries, mechanism, run_id, round, study_hash, input_hash
+            )
             if existing is not None:
                 return existing
             self._refuse_if_over(entries, after, study, round)
@@ -358,6 +394,8 @@ class PrivacyLedger:
                 delta=self.delta,
                 accountant=self.accountant,
                 epsilon_after=after,
+                study_hash=study_hash,
+                input_hash=input_hash,
             )
             self._write([*entries, entry])
         return entry

@@ -257,7 +257,9 @@ def run_crossval(
     cohort: dict[str, Any] | None = None
     if sites is None and real_cohort.is_real_cohort(scenario.cohort):
         spec = real_cohort.cohort_spec(scenario)
-        real = real_cohort.build_sites(spec, scenario.study, run.path, progress=progress)
+        real = real_cohort.build_sites(
+            spec, scenario.study, run.path, progress=progress, policy=scenario.policy
+        )
         sites, scenario.study, scenario.sites = real.sites, real.study, len(real.sites)
         cohort = real_cohort.real_cohort_summary(real, spec)
     elif sites is None:

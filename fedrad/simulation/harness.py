@@ -13,6 +13,7 @@ import csv
 import hashlib
 import logging
 import os
+import shutil
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from fedrad.federation.config import ConfigError, SiteConfig, StudyConfig
 from fedrad.federation.site_data import site_arrays, site_feature_table
 from fedrad.federation.site_privacy import write_dp_secret
 from fedrad.simulation import baselines
+from fedrad.site.policy import SitePolicy
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "default.toml"
 
@@ -47,6 +49,8 @@ class Scenario:
     seed: int = 7
     source: Path | None = None
     cv_folds: int = 0
+    #: The virtual sites' ``[policy]`` (None: fedrad's default site policy).
+    policy: SitePolicy | None = None
 
     @staticmethod
     def from_file(path: str | Path) -> Scenario:
@@ -59,7 +63,11 @@ class Scenario:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
         sim = dict(data.pop("simulation", {}))
         cohort = dict(data.pop("cohort", {}))
-        study = StudyConfig.from_dict(data, where=str(path))
+        policy_table = data.pop("policy", None)
+        policy = (
+            None if policy_table is None else SitePolicy.from_dict(policy_table, str(path), None)
+        )
+        study = StudyConfig.from_dict(data, where=str(path)).with_inlined_params(path.parent)
         cv_folds = int(sim.get("cv_folds", study.cv_folds))
         if cv_folds == 1 or cv_folds < 0:
             raise ConfigError(
@@ -73,13 +81,20 @@ class Scenario:
             seed=int(sim.get("seed", 7)),
             source=path,
             cv_folds=cv_folds,
+            policy=policy,
         )
 
 
 def write_site_toml(
-    folder: Path, site_id: str, *, manifest: str | None = None, feature_table: str | None = None
+    folder: Path,
+    site_id: str,
+    *,
+    manifest: str | None = None,
+    feature_table: str | None = None,
+    policy: SitePolicy | None = None,
 ) -> Path:
-    """A minimal site.toml for a virtual site."""
+    """A minimal site.toml for a virtual site (with ``policy`` as its ``[policy]``, else the
+    default policy)."""
     lines = ["[site]", f'id = "{site_id}"']
     if manifest:
         lines.append(f'manifest = "{manifest}"')
@@ -92,13 +107,20 @@ def write_site_toml(
         'egress_log = "egress.jsonl"',
         "",
     ]
+    if policy is not None:
+        lines.append(policy.to_toml())
     path = folder / "site.toml"
     path.write_text("\n".join(lines))
     return path
 
 
 def sites_from_feature_table(
-    table: Path, site_column: str, label_column: str, out: Path, study: StudyConfig
+    table: Path,
+    site_column: str,
+    label_column: str,
+    out: Path,
+    study: StudyConfig,
+    policy: SitePolicy | None = None,
 ) -> list[SiteConfig]:
     """Split a multi-site feature table (one row per case) into virtual site folders."""
     with table.open(newline="") as fh:
@@ -124,7 +146,7 @@ def sites_from_feature_table(
             writer.writeheader()
             for row in by_site[site_id]:
                 writer.writerow({k: v for k, v in row.items() if k != site_column})
-        toml = write_site_toml(folder, _safe(site_id), feature_table="features.csv")
+        toml = write_site_toml(folder, _safe(site_id), feature_table="features.csv", policy=policy)
         text = toml.read_text() + f'\n[columns]\n{study.label_column} = "{label_column}"\n'
         toml.write_text(text)
         sites.append(SiteConfig.from_file(toml))
@@ -154,7 +176,9 @@ def sites_from_cohort(scenario: Scenario, out: Path, progress: bool) -> list[Sit
     sites = []
     for site in cohort.sites:
         folder = Path(site.folder)
-        toml = write_site_toml(folder, site.site_id, manifest=Path(site.manifest).name)
+        toml = write_site_toml(
+            folder, site.site_id, manifest=Path(site.manifest).name, policy=scenario.policy
+        )
         sites.append(SiteConfig.from_file(toml))
     return sites
 
@@ -198,6 +222,16 @@ def simulation_keys(sites: list[SiteConfig]):
     return UpdateSealing(server_key, registry), sealings
 
 
+def approve_studies(sites: list[SiteConfig], studies: list[StudyConfig]) -> None:
+    """Each virtual hospital approves the scenario's studies, as a real one would with
+    ``fedrad site approve`` (its policy still applies to every message)."""
+    from fedrad.site.approval import approve
+
+    for site in sites:
+        for study in studies:
+            approve(site, study)
+
+
 def run_federations(
     studies: list[tuple[StudyConfig, Path]], sites: list[SiteConfig]
 ) -> list[dict[str, Any]]:
@@ -215,6 +249,7 @@ def run_federations(
 
     results: list[dict[str, Any]] = []
     failures: list[BaseException] = []
+    approve_studies(sites, [study for study, _ in studies])
     sealing, site_sealings = simulation_keys(sites)
     run_simulation(
         server_app=build_server_app(studies, results, sealing=sealing, failures=failures),
@@ -266,11 +301,24 @@ def compare(
     pooled = baselines.pooled_model_score(study, data, held)
     local = baselines.local_model_scores(study, data, held)
     final = federation["summary"]["final"]
+    # a site may withhold its evaluation (its policy's minimum cell count): the server's
+    # site-aggregate figure covers the others, and is checked against the exact figure on them
+    evaluated = sorted(final.get("sites", {}))
+    shown = [d for d in data if d.site_id in evaluated]
+    exact_evaluated = (
+        baselines.federated_model_score(
+            study, federation["arrays"], std.mean, std.std, baselines.pooled_held_out(shown)
+        )
+        if shown
+        else float("nan")
+    )
     return {
         "metric": key,
+        "sites_evaluated": evaluated,
         "federated": {
             key: federated,
             f"{key}_from_site_aggregates": final.get("pooled", {}).get(key),
+            f"{key}_on_evaluated_sites": exact_evaluated,
             **{
                 k: final.get("pooled", {}).get(k)
                 for k in ("calibration_slope", "calibration_intercept", "brier")
@@ -281,6 +329,31 @@ def compare(
         "local_only": {f"{key}_mean": float(np.nanmean(list(local.values()))), "per_site": local},
         "n_held_out": int(held.y.shape[0]),
     }
+
+
+def site_budgets(sites: list[SiteConfig], study: StudyConfig) -> dict[str, Any]:
+    """How each site's privacy budget was spent and what it released, from the site's own
+    ledger and egress log (what a hospital reads with ``fedrad site audit``)."""
+    from fedrad.federation.egress import read_egress
+    from fedrad.federation.site_privacy import site_ledger
+
+    out: dict[str, Any] = {}
+    for site in sites:
+        ledger = site_ledger(site, study)
+        released: dict[str, dict[str, int]] = {}
+        if site.egress_log_path.exists():
+            for entry in read_egress(site.egress_log_path):
+                kinds = released.setdefault(entry.kind, {})
+                label = "+".join(entry.protection) or "clear"
+                kinds[label] = kinds.get(label, 0) + 1
+        out[site.site_id] = {
+            "epsilon_budget": ledger.budget,
+            "epsilon_spent": ledger.spent(),
+            "dp_rounds": len(ledger.entries()),
+            "delta": ledger.delta,
+            "released": released,
+        }
+    return out
 
 
 def run_scenario(
@@ -301,6 +374,7 @@ def run_scenario(
     for site in sites:  # virtual hospitals are new in every run: so are their privacy ledgers
         site.ledger_path.unlink(missing_ok=True)
         site.egress_log_path.unlink(missing_ok=True)
+        shutil.rmtree(site.cache_dir / "releases", ignore_errors=True)
         # a real site draws its DP secret at random; a virtual one from the seed, so runs repeat
         secret = hashlib.sha256(f"dp-secret:{scenario.seed}:{site.site_id}".encode()).digest()
         write_dp_secret(site, secret)
@@ -328,6 +402,7 @@ def run_scenario(
         "pooled": comparison["pooled"],
         "local_only": comparison["local_only"],
         "n_held_out": comparison["n_held_out"],
+        "sites_evaluated": comparison["sites_evaluated"],
         "site_reports": [  # the server's pre-study checks
             {k: v for k, v in r.items() if k != "node_id"} for r in federation["summary"]["sites"]
         ],
@@ -341,6 +416,7 @@ def run_scenario(
             "secure_aggregation": privacy["secure_aggregation"],
         },
         "features": len(federation["standardisation"].features),
+        "site_budgets": site_budgets(sites, scenario.study),
         "timings": timings,
         "metric": key,
     }

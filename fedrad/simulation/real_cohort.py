@@ -197,7 +197,12 @@ def _write_manifest(path: Path, data: Path, rows: list[dict[str, str]], modality
 
 
 def build_sites(
-    spec: RealCohortSpec, study: StudyConfig, out: Path, *, progress: bool = False
+    spec: RealCohortSpec,
+    study: StudyConfig,
+    out: Path,
+    *,
+    progress: bool = False,
+    policy=None,
 ) -> RealCohort:
     """Site folders under ``out/sites/`` for ``spec`` and the study to run on them."""
     from fedrad.simulation.harness import write_site_toml
@@ -222,12 +227,12 @@ def build_sites(
         folder.mkdir(parents=True, exist_ok=True)
         if spec.modality == "both":
             counts[name] = _write_joined_features(folder, spec.data, members, study, progress)
-            toml = write_site_toml(folder, name, feature_table="features.csv")
+            toml = write_site_toml(folder, name, feature_table="features.csv", policy=policy)
         else:
             counts[name] = _write_manifest(
                 folder / "manifest.csv", spec.data, members, spec.modality
             )
-            toml = write_site_toml(folder, name, manifest="manifest.csv")
+            toml = write_site_toml(folder, name, manifest="manifest.csv", policy=policy)
         sites.append(SiteConfig.from_file(toml))
     if spec.modality == "both":
         study = study.replace(feature_families=())
@@ -301,4 +306,6 @@ def cohort_spec(scenario: Any) -> RealCohortSpec:
 
 def build_cohort(scenario: Any, out: Path, *, progress: bool = False) -> RealCohort:
     """:func:`build_sites` for a scenario whose ``[cohort]`` names a real data set."""
-    return build_sites(cohort_spec(scenario), scenario.study, out, progress=progress)
+    return build_sites(
+        cohort_spec(scenario), scenario.study, out, progress=progress, policy=scenario.policy
+    )

@@ -17,6 +17,7 @@ from fedrad.errors import FedradError
 from fedrad.federation.config import SiteConfig
 from fedrad.secure.identity import SiteRegistry, load_identity_public
 from fedrad.simulation.harness import write_site_toml
+from fedrad.site.policy import SitePolicy
 from tests.conftest import DIG_PHANTOM_IMAGE, DIG_PHANTOM_MASK
 from tests.federation.helpers import write_site
 
@@ -176,7 +177,7 @@ def test_site_check_extracts_a_manifest_site_once_and_caches(
         for i in range(10):
             writer.writerow([f"c{i}", DIG_PHANTOM_IMAGE, DIG_PHANTOM_MASK, i % 2])
         writer.writerow(["broken", folder / "missing.nii.gz", DIG_PHANTOM_MASK, 1])
-    write_site_toml(folder, "imaging-site", manifest="manifest.csv")
+    write_site_toml(folder, "imaging-site", manifest="manifest.csv", policy=SitePolicy.sandbox())
     study = _study(tmp_path, '\n[features]\nfamilies = ["stat", "morph"]\n')
     argv = ["site", "check", str(folder / "site.toml"), "--study", str(study)]
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from fedrad.federation.config import SiteConfig
 from fedrad.simulation.harness import write_site_toml
+from fedrad.site.policy import SitePolicy
 
 
 def write_site(
@@ -22,8 +23,12 @@ def write_site(
     single_class: bool = False,
     label_name: str = "label",
     survival: bool = False,
+    policy: SitePolicy | None = None,
 ) -> SiteConfig:
-    """A site folder with a feature table whose label depends on the first two features."""
+    """A site folder with a feature table whose label depends on the first two features.
+
+    Its ``[policy]`` is ``policy``, by default :meth:`SitePolicy.sandbox` (these virtual sites
+    serve method tests of every strategy and privacy mode; the policy tests set their own)."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, n_features)) + shift
     latent = 1.5 * X[:, 0] - 1.0 * X[:, 1] + rng.normal(size=n)
@@ -42,5 +47,10 @@ def write_site(
             row = [f"{site_id}-{i}", *X[i]]
             row += [time[i], event[i]] if survival else [y[i]]
             writer.writerow(row)
-    write_site_toml(folder, site_id, feature_table="features.csv")
+    write_site_toml(
+        folder,
+        site_id,
+        feature_table="features.csv",
+        policy=SitePolicy.sandbox() if policy is None else policy,
+    )
     return SiteConfig.from_file(folder / "site.toml")

@@ -24,6 +24,7 @@ from fedrad.federation.site_data import site_feature_table
 from fedrad.learn.federated_calibration import N_STATISTICS
 from fedrad.learn.models import build_model, get_parameters
 from fedrad.simulation.harness import Scenario, run_scenario
+from fedrad.site.policy import SitePolicy
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +53,7 @@ ALLOWED = {
     "newton": {"grad", "hess"},
     "calibration": {"stats"},  # nine sums over the held-out cases per calibration exchange
     "arrays": {"0", "1", "2", "3", "4", "5"},  # the model's parameter tensors, in order
+    "release": {"kind", "key", "protection"},  # what the site's release path applied
 }
 #: The records that may hold arrays (their shapes are checked against the model and features).
 ARRAY_RECORDS = {"arrays", "moments", "newton", "calibration"}
@@ -92,7 +94,12 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, StudyConf
         }
     )
     scenario = Scenario(
-        name="egress", study=study, cohort={"patients_per_site": PATIENTS}, sites=3, seed=5
+        name="egress",
+        study=study,
+        cohort={"patients_per_site": PATIENTS},
+        sites=3,
+        seed=5,
+        policy=SitePolicy.allowing(study, min_cell_count=1),  # no DP or SecAgg+, tiny sites
     )
     run_dir = tmp_path_factory.mktemp("egress") / "run"
     run_scenario(scenario, run_dir, progress=False)
@@ -203,7 +210,7 @@ def test_only_model_arrays_and_aggregates_left(simulated) -> None:
                 if item["key"] == "usable-features":  # text that left: feature names only
                     assert set(item["value"]) <= feature_names, item["value"]
                 elif item["type"] == "str":
-                    assert item["key"] in ("site_id", "reason"), item
+                    assert item["key"] in ("site_id", "reason", "kind", "key", "protection"), item
                 assert item["type"] not in ("bytes", "list[bytes]"), (e.kind, item)
         assert any(e.kind == "train" for e in entries)
 

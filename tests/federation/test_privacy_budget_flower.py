@@ -14,12 +14,17 @@ import numpy as np
 import pytest
 
 from fedrad.federation.config import SiteConfig, StudyConfig
+from fedrad.privacy.accountant import Mechanism
 from fedrad.privacy.ledger import PrivacyLedger
 from fedrad.simulation.harness import run_federation, sites_from_feature_table
+from fedrad.site.policy import SitePolicy
 
 pytestmark = pytest.mark.slow
 
-TIGHT_BUDGET = 1.0
+TIGHT_BUDGET = 3.0
+#: What east already spent in an earlier study (its lifetime budget admits this study, whose
+#: target is 2, but not all of it on top of the earlier spending).
+EARLIER = Mechanism(2.0, 0.2, 10)  # epsilon about 1.63 at delta 1e-5
 
 
 def _table(path: Path) -> Path:
@@ -46,12 +51,21 @@ def test_out_of_budget_site_leaves_and_study_finishes(tmp_path: Path) -> None:
         .with_privacy(mode="sample", target_epsilon=2.0)
     )
     sites = sites_from_feature_table(
-        _table(tmp_path / "table.csv"), "hospital", "label", tmp_path, study
+        _table(tmp_path / "table.csv"),
+        "hospital",
+        "label",
+        tmp_path,
+        study,
+        policy=SitePolicy.allowing(study),  # a sealed study without SecAgg+
     )
     east = next(s for s in sites if s.site_id == "east")
     toml = east.root / "site.toml"
     toml.write_text(toml.read_text() + f"\n[privacy]\nepsilon_budget = {TIGHT_BUDGET}\n")
     sites = [SiteConfig.from_file(s.root / "site.toml") for s in sites]
+    east = next(s for s in sites if s.site_id == "east")
+    PrivacyLedger(east.ledger_path, TIGHT_BUDGET, east.delta, "prv").record(
+        EARLIER, study="earlier", run_id="0", round=1
+    )
 
     result = run_federation(study, sites, tmp_path / "run")
 
@@ -69,6 +83,6 @@ def test_out_of_budget_site_leaves_and_study_finishes(tmp_path: Path) -> None:
     # east's ledger never exceeds its budget; the others spent (about) the study's target
     east_ledger = PrivacyLedger(east.ledger_path, TIGHT_BUDGET, east.delta, "prv")
     assert east_ledger.spent() <= TIGHT_BUDGET
-    assert len(east_ledger.per_round()) == len(east_rounds)
+    assert len(east_ledger.per_round()) == len(east_rounds) + 1  # with the earlier study
     for site in ("north", "south"):
         assert privacy["epsilon"][site] == pytest.approx(2.0, abs=0.05)

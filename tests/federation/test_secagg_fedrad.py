@@ -32,7 +32,7 @@ from fedrad.federation.server_app import (
 )
 from fedrad.federation.strategies import build_strategy
 from fedrad.learn.models import build_model, get_parameters
-from fedrad.simulation.harness import quiet_flower
+from fedrad.simulation.harness import approve_studies, quiet_flower
 from tests.federation.helpers import write_site
 
 pytestmark = pytest.mark.slow
@@ -45,6 +45,8 @@ STUDY = StudyConfig.from_dict(
         "secure_aggregation": {"enabled": True, "timeout": 600.0},
     }
 )
+
+PLAIN = STUDY.with_secure_aggregation(enabled=False)
 
 
 def secure_client_app(sites: list[SiteConfig]) -> ClientApp:
@@ -88,12 +90,14 @@ def server_app(run_dir: Path, out: dict[str, Any]) -> ServerApp:
             model = build_model(STUDY.model_settings(), len(features))
             evaluation = EvaluationLog(STUDY)
             t0 = time.perf_counter()
-            result = build_strategy(STUDY, len(accepted), evaluation).start(
+            # the same study without SecAgg+ (sites refuse plain rounds of a SecAgg+ study)
+            plain = {**config, "study": protocol.study_to_json(PLAIN)}
+            result = build_strategy(PLAIN, len(accepted), evaluation).start(
                 grid=grid,
                 initial_arrays=ArrayRecord(get_parameters(model)),
                 num_rounds=ROUNDS,
-                train_config=ConfigRecord(config),
-                evaluate_config=ConfigRecord(config),
+                train_config=ConfigRecord(plain),
+                evaluate_config=ConfigRecord(plain),
             )
             out["plain_round_s"] = (time.perf_counter() - t0) / ROUNDS
             out["plain"] = result.arrays.to_numpy_ndarrays()
@@ -113,6 +117,7 @@ def test_fedrad_sites_train_under_secagg_like_plain_fedavg(tmp_path: Path) -> No
         write_site(tmp_path / "sites", "b", 50, 2, shift=0.3),
         write_site(tmp_path / "sites", "c", 40, 3, shift=-0.2),
     ]
+    approve_studies(sites, [STUDY, PLAIN])  # each virtual hospital approves both studies
     out: dict[str, Any] = {}
     run_simulation(
         server_app=server_app(tmp_path / "run", out),
@@ -135,7 +140,7 @@ def test_fedrad_sites_train_under_secagg_like_plain_fedavg(tmp_path: Path) -> No
     assert all(h["aggregated"] and h["secagg"]["dropped"] == [] for h in history)
     assert sorted(history[-1]["secagg"]["included"]) == ["a", "b", "c"]
     assert set(history[-1]["sites"]) == {"a", "b", "c"}
-    assert all(h["train_loss"] > 0 for h in history)
+    assert all(h["train_loss"] is None for h in history)  # no loss leaves under SecAgg+
     for secure, plain in zip(out["secure"], out["plain"], strict=True):
         assert secure.shape == plain.shape
         np.testing.assert_allclose(secure, plain, rtol=0, atol=1e-4)

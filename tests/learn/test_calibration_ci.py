@@ -43,3 +43,15 @@ def test_federated_query_equals_pooled():
     pooled = pooled_calibration_ci(y, p)
     for key in ("calibration_slope_low", "calibration_slope_high", "calibration_intercept_se"):
         assert fed[key] == pytest.approx(pooled[key], abs=1e-9)
+
+
+def test_exchanges_counts_every_query():
+    y, p = _data(2)
+    calls = []
+
+    def query(c):
+        calls.append(c)
+        return calibration_statistics(y, p, c)
+
+    res = calibration_with_ci(query)
+    assert res["calibration_exchanges"] == len(calls)

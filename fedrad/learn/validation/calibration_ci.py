@@ -33,7 +33,8 @@ def calibration_with_ci(
     """Slope, intercept, their standard errors and Wald CIs from ``query(c)`` (summed statistics).
 
     Keys: ``calibration_slope``, ``..._se``, ``..._low``, ``..._high`` and the same for
-    ``calibration_intercept``; ``calibration_exchanges`` counts the queries (the fit's plus one).
+    ``calibration_intercept``; ``calibration_exchanges`` counts the queries (the fit's, a few to recover the slope model's
+    intercept, which :func:`fit_calibration` does not report, and one at the optimum).
     ``nan`` where a fit has no finite maximum.
     """
     if not 0.0 < level < 1.0:
@@ -44,8 +45,9 @@ def calibration_with_ci(
     se_slope = se_intercept = float("nan")
     if np.isfinite(slope) or np.isfinite(intercept):
         # the slope model's intercept is not returned by fit_calibration; refit it from the sums
-        s = check_statistics(query(_coefficients(query, slope, intercept)))
-        out["calibration_exchanges"] += 1.0
+        coefficients, used = _coefficients(query, slope, intercept)
+        s = check_statistics(query(coefficients))
+        out["calibration_exchanges"] += 1.0 + used
         if np.isfinite(slope):
             info = np.array([[s[2], s[3]], [s[3], s[4]]])
             se_slope = float(np.sqrt(np.linalg.inv(info)[1, 1]))
@@ -64,21 +66,22 @@ def calibration_with_ci(
 
 def _coefficients(
     query: Callable[[np.ndarray], np.ndarray], slope: float, intercept: float
-) -> np.ndarray:
-    """``(a, b, a0)`` at the optimum: ``a`` solves the score equation ``sum(y - mu) = 0`` given
+) -> tuple[np.ndarray, int]:
+    """``(a, b, a0)`` at the optimum and the number of queries used: ``a`` solves the score equation ``sum(y - mu) = 0`` given
     ``b`` (1-D Newton on the queried sums), since only ``b`` and ``a0`` are reported."""
     b = slope if np.isfinite(slope) else 1.0
     a0 = intercept if np.isfinite(intercept) else 0.0
-    a = 0.0
+    a, used = 0.0, 0
     for _ in range(100):
         s = check_statistics(query(np.array([a, b, a0])))
+        used += 1
         if s[2] <= 0:
             break
         step = s[0] / s[2]
         a += step
         if abs(step) <= 1e-12 * (1.0 + abs(a)):
             break
-    return np.array([a, b, a0])
+    return np.array([a, b, a0]), used
 
 
 def pooled_calibration_ci(y: ArrayLike, p: ArrayLike, level: float = 0.95) -> dict[str, float]:

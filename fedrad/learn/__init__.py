@@ -14,6 +14,9 @@ aggregation; no patient row leaves the site. Modules:
   Newton-Raphson over the sites' held-out predictions.
 - :mod:`~fedrad.learn.newton` / :mod:`~fedrad.learn.cox`: exact federated Newton-Raphson for
   logistic regression and the site-stratified Cox model.
+- :mod:`~fedrad.learn.validation`: DeLong's test, bootstrap CIs, calibration CIs, splits.
+- :mod:`~fedrad.learn.survival`: grid counts, Kaplan-Meier, stratified log-rank, risk groups.
+- :mod:`~fedrad.learn.selection`: federated covariance filters, univariate ranking, L1 fits.
 """
 
 from fedrad.learn.cox import cox_site_stats, fit_cox_newton
@@ -68,6 +71,12 @@ from fedrad.learn.newton import (
     newton_step,
     sum_site_stats,
 )
+from fedrad.learn.selection import (
+    FeatureDecision,
+    l1_cox,
+    l1_logistic,
+    proximal_newton,
+)
 from fedrad.learn.standardise import Moments, Standardiser, combine_moments, mean_var, site_moments
 from fedrad.learn.training import (
     loss_for,
@@ -82,6 +91,7 @@ from fedrad.learn.training import (
 __all__ = [
     "BinaryEvalStats",
     "CoxModel",
+    "FeatureDecision",
     "LogisticModel",
     "MLPModel",
     "Moments",
@@ -111,6 +121,8 @@ __all__ = [
     "fit_cox_newton",
     "fit_logistic_newton",
     "get_parameters",
+    "l1_cox",
+    "l1_logistic",
     "logistic_site_stats",
     "loss_for",
     "make_loader",
@@ -125,6 +137,7 @@ __all__ = [
     "pooled_calibration",
     "predict",
     "predict_proba",
+    "proximal_newton",
     "roc_auc",
     "run_epochs",
     "score_histograms",

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def bin_edges(values: np.ndarray, bin_width: float = 25.0, bin_count: int | None = None) -> np.ndarray:
+def bin_edges(
+    values: np.ndarray, bin_width: float = 25.0, bin_count: int | None = None
+) -> np.ndarray:
     """The bin edges PyRadiomics uses for the ROI intensities ``values``."""
     if bin_count is not None:
         edges = np.histogram(values, int(bin_count))[1]

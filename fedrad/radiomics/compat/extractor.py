@@ -106,7 +106,10 @@ def extract_pyradiomics(
                 array[roi_box], grey[roi_box], float(np.prod(spacing)), settings.voxel_array_shift
             )
             out.update(
-                {f"{name}_firstorder_{k}": v for k, v in _keep(values, classes["firstorder"]).items()}
+                {
+                    f"{name}_firstorder_{k}": v
+                    for k, v in _keep(values, classes["firstorder"]).items()
+                }
             )
         if texture_classes:
             prepared = texture.prepared_roi(case_id, grey, roi_box, spacing, settings.gldm_a)

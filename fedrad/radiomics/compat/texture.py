@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedrad.radiomics.compat.names import TEXTURE_NAMES
 from fedrad.radiomics.families import family_function
 from fedrad.radiomics.families.glcm import glcm_volume
 from fedrad.radiomics.families.texture_directions import padded_roi
 from fedrad.radiomics.prepared import PreparedROI
 from fedrad.radiomics.settings import Discretisation, Settings
-from fedrad.radiomics.compat.names import TEXTURE_NAMES
 
 
 def prepared_roi(
-    case_id: str, grey: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, float], alpha: int
+    case_id: str,
+    grey: np.ndarray,
+    mask: np.ndarray,
+    spacing: tuple[float, float, float],
+    alpha: int,
 ) -> PreparedROI:
     """A fedrad ROI holding PyRadiomics' grey levels (cropped to the mask's bounding box)."""
     settings = Settings(

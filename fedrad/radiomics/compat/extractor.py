@@ -44,6 +44,8 @@ class CompatSettings:
 def _read(path: str | Path | sitk.Image, what: str, case_id: str) -> sitk.Image:
     if isinstance(path, sitk.Image):
         return path
+    if not Path(path).is_file():
+        raise InputError(f"{what} file not found: {path}", case_id=case_id)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:

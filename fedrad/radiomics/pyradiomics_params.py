@@ -43,6 +43,7 @@ definition of what it asks for. PyRadiomics' known deviations from IBSI are docu
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from typing import Any
 
@@ -264,8 +265,19 @@ def translate(
 
 
 def report_notice(text: str, notices: list[str] | None) -> None:
-    """Append ``text`` to ``notices`` (once), or warn when no list is given."""
+    """Append ``text`` to ``notices`` (once), or warn when no list is given (API callers)."""
     if notices is None:
         warnings.warn(text, TranslationWarning, stacklevel=3)
     elif text not in notices:
         notices.append(text)
+
+
+_SHOWN: set[str] = set()
+
+
+def print_notices(notices: list[str]) -> None:
+    """Print each notice as one plain line on standard error, once per process."""
+    for text in notices:
+        if text not in _SHOWN:
+            _SHOWN.add(text)
+            print(text, file=sys.stderr)

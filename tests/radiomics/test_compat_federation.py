@@ -145,3 +145,15 @@ def test_mixed_federation_trains(tmp_path: Path) -> None:
     last = result["history"][-1]
     assert set(last["sites"]) == {"pyrad", "compat-b", "compat-c"}
     assert 0.5 < last["pooled"]["auc"] <= 1.0
+
+
+def test_site_check_command_prints_dropped_columns(tmp_path: Path, capsys) -> None:
+    from fedrad.cli import main
+
+    site = _pyradiomics_site(tmp_path, "p", 12, 2)
+    study = tmp_path / "study.toml"
+    study.write_text('[study]\nname = "s"\nmin_cases = 10\n[features]\nfamilies = ["stat"]\n')
+    assert main(["site", "check", str(site.root / "site.toml"), "--study", str(study)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "dropped 14 column(s): family morph not asked for: original_shape_Elongation" in out
+    assert "can serve study" in out

@@ -180,7 +180,9 @@ def translate(
         from fedrad.radiomics.compat.params import compat_settings
 
         compat_settings(params, notices=notices)  # refuses what compat mode cannot reproduce
-        return Settings(name=name, compat="pyradiomics", pyradiomics_params=json.dumps(params))
+        return Settings(
+            name=name, compat="pyradiomics", pyradiomics_params=json.dumps(params, default=str)
+        )
     if compat != "ibsi":
         raise SettingsError(f"unknown compat {compat!r}: use ibsi or pyradiomics")
     _check_feature_lists(params.get("featureClass"))
@@ -260,7 +262,7 @@ def translate(
     changes["families"] = families if original else ()
     changes["filters"] = filters
     changes["filter_families"] = tuple(f for f in families if f not in ("morph", "loc", "ivh"))
-    changes["pyradiomics_params"] = json.dumps(params)
+    changes["pyradiomics_params"] = json.dumps(params, default=str)
     return Settings(**changes)
 
 

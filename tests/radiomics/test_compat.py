@@ -132,3 +132,20 @@ def test_unknown_feature_in_a_list_is_named() -> None:
 
     with pytest.raises(SettingsError, match=r"unknown feature.*Contrastt"):
         compat_settings({"featureClass": {"glcm": ["Contrastt"]}})
+
+
+@needs_cases
+def test_extract_api_with_compat_settings_gives_pyradiomics_columns() -> None:
+    from fedrad.io.reading import load_case
+    from fedrad.radiomics import Settings, extract
+
+    settings = Settings.from_dict({"compat": "pyradiomics"})
+    values = extract(*_paths("breast1"), settings)
+    got = {v.column: v.value for v in values}
+    want = {k: v for k, v in reference()["breast1"].items() if k.startswith("original_")}
+    _compare(got, want)
+    contrast = next(v for v in values if v.column == "original_glcm_Contrast")
+    assert contrast.ibsi_code == "ACUI" and contrast.family == "glcm"
+    # A fedrad Case (float64 arrays) gives the same values.
+    from_case = {v.column: v.value for v in extract(load_case(*_paths("breast1")), None, settings)}
+    _compare(from_case, want)

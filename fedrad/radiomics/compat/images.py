@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from fedrad.errors import SettingsError
 from fedrad.radiomics.filters.wavelet import decomposition_filters
@@ -39,11 +40,8 @@ def log_images(image: sitk.Image, sigmas: list[float]) -> Iterator[tuple[str, si
 
 
 def _periodic_filter(data: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
-    half = len(kernel) // 2
-    out = np.zeros_like(data)
-    for k, weight in enumerate(kernel):
-        out += weight * np.roll(data, k - half, axis=axis)
-    return out
+    """``out[n] = sum_k kernel[k] data[(n + L/2 - k) mod N]`` along ``axis``."""
+    return ndimage.convolve1d(data, kernel, axis=axis, mode="wrap")
 
 
 def _swt_level(data: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict[str, np.ndarray]:

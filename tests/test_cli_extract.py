@@ -192,3 +192,71 @@ def test_manifest_clinical_label_column_is_carried_not_used_as_mask_label(tmp_pa
     assert float(row["morph_approximate_volume"]) == pytest.approx(
         roi_voxels * 2.0
     )  # 1 x 1 x 2 mm voxels
+
+
+PYRADIOMICS_PARAMS = """\
+setting:
+  binWidth: 25
+  padDistance: 10
+  geometryTolerance: 0.0001
+featureClass:
+  firstorder:
+  glcm: [Contrast, Idm]
+"""
+
+
+def _manifest(tmp_path: Path, n: int) -> Path:
+    lines = ["case_id,image,mask"]
+    for i in range(n):
+        ip, mp = _write_case(tmp_path, f"c{i}", seed=i)
+        lines.append(f"c{i},{ip.name},{mp.name}")
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def test_compat_pyradiomics_gives_pyradiomics_columns_notices_once_and_a_summary(
+    tmp_path: Path, capfd
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(PYRADIOMICS_PARAMS)
+    manifest = _manifest(tmp_path, 3)
+    out = tmp_path / "out.csv"
+    argv = ["extract", "--manifest", str(manifest), "-o", str(out), "--params", str(params)]
+    assert main([*argv, "--compat", "pyradiomics", "--jobs", "2"]) == 0
+    rows = _read(out)
+    features = [c for c in rows[0] if c != "case_id"]
+    assert [c for c in features if "_glcm_" in c] == ["original_glcm_Contrast", "original_glcm_Idm"]
+    assert len([c for c in features if c.startswith("original_firstorder_")]) == 18
+    err = capfd.readouterr().err
+    lines = err.splitlines()
+    for key in ("geometryTolerance", "padDistance"):
+        notice = [line for line in lines if f"'{key}' is ignored" in line]
+        assert len(notice) == 1, err  # one plain line, once per run (not per job)
+    assert "Warning" not in err and "settings.py" not in err
+    assert lines[-1].startswith("extracted 3 case(s), 20 feature(s) per case, 0 failure(s) in ")
+    assert lines[-1].endswith(" s")
+
+
+def test_feature_list_in_ibsi_mode_is_refused_with_a_message(tmp_path: Path, capsys) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(PYRADIOMICS_PARAMS)
+    ip, mp = _write_case(tmp_path, "c", seed=1)
+    assert main(["extract", str(ip), str(mp), "--params", str(params)]) != 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "glcm: [Contrast, Idm]" in err and "compat pyradiomics" in err
+    assert "Traceback" not in err
+
+
+def test_summary_counts_failures(tmp_path: Path, capsys) -> None:
+    manifest = _manifest(tmp_path, 2)
+    manifest.write_text(manifest.read_text() + "gone,missing.nrrd,missing_mask.nrrd\n")
+    out = tmp_path / "out.csv"
+    assert (
+        main(
+            ["extract", "--manifest", str(manifest), "-o", str(out), "--preset", "ibsi-dig-phantom"]
+        )
+        == 1
+    )
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("extracted 3 case(s), ") and " 1 failure(s) in " in last

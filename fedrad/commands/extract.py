@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -54,30 +55,66 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--jobs", type=int, default=1, help="parallel processes for a manifest (default 1)"
     )
     p.add_argument("--diagnostics", action="store_true", help="also write IBSI diagnostic values")
+    p.add_argument(
+        "--compat",
+        choices=("ibsi", "pyradiomics"),
+        help="definitions: ibsi (default) or pyradiomics (reproduce PyRadiomics 3.x values and "
+        "column names, e.g. original_glcm_Contrast, from the same --params file)",
+    )
     p.set_defaults(run=run)
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace, notices: list[str] | None = None) -> Settings:
+    """The run's settings; notices about ignored PyRadiomics settings go to ``notices``."""
     if args.preset:
         settings = Settings.preset(args.preset)
     elif args.params:
-        settings = Settings.from_file(args.params)
+        settings = Settings.from_file(
+            args.params, notices=notices, compat=getattr(args, "compat", None)
+        )
     else:
         settings = Settings(name="fedrad-default")
     if args.diagnostics:
         settings = settings.replace(diagnostics=True)
+    compat = getattr(args, "compat", None)
+    if compat and compat != settings.compat:
+        if compat == "pyradiomics" and args.preset:
+            raise FedradError(
+                "--compat pyradiomics reads a PyRadiomics --params file, not a preset"
+            )
+        settings = settings.replace(compat=compat)
+        if compat == "pyradiomics":
+            from fedrad.radiomics.compat.values import settings_of
+
+            settings_of(settings)  # refuses, before any case, what compat mode cannot reproduce
+    if settings.compat == "pyradiomics" and settings.diagnostics:
+        raise FedradError(
+            "--diagnostics gives IBSI diagnostics: not available with compat pyradiomics"
+        )
     return settings
 
 
+def summary_line(n_cases: int, n_features: int, n_failed: int, seconds: float) -> str:
+    """``fedrad extract``'s last line: cases, features per case, failures and wall time."""
+    return (
+        f"extracted {n_cases} case(s), {n_features} feature(s) per case, "
+        f"{n_failed} failure(s) in {seconds:.1f} s"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     console = Console(stderr=True)
-    settings = settings_from_args(args)
+    notices: list[str] = []
+    settings = settings_from_args(args, notices)
+    for notice in notices:
+        console.print(notice, markup=False, highlight=False, soft_wrap=True)
     if args.manifest:
         if args.image or args.mask:
             raise FedradError("give either IMAGE MASK or --manifest, not both")
         if not args.output:
             raise FedradError("--manifest needs -o OUT.csv")
-        return _run_manifest(args, settings, console)
+        return _run_manifest(args, settings, console, started)
     if not (args.image and args.mask):
         raise FedradError(
             "give IMAGE and MASK, or --manifest CASES.csv (see fedrad extract --help)"
@@ -107,10 +144,17 @@ def run(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(sys.stdout, fieldnames=header, restval="")
         writer.writeheader()
         writer.writerows(rows)
+    console.print(
+        summary_line(1, len(values), 0, time.perf_counter() - started),
+        markup=False,
+        highlight=False,
+    )
     return 0
 
 
-def _run_manifest(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+def _run_manifest(
+    args: argparse.Namespace, settings: Settings, console: Console, started: float
+) -> int:
     entries = read_manifest(args.manifest)
     if args.label is not None:
         entries = [
@@ -142,5 +186,7 @@ def _run_manifest(args: argparse.Namespace, settings: Settings, console: Console
     console.print(f"[green]{n_ok} case(s)[/] -> {args.output}")
     if n_bad:
         console.print(f"[red]{n_bad} case(s) failed[/] -> {errors_path(args.output)}")
-        return 1
-    return 0
+    n_features = max((len(r.values) for r in results if r.values is not None), default=0)
+    line = summary_line(n_ok + n_bad, n_features, n_bad, time.perf_counter() - started)
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return 1 if n_bad else 0

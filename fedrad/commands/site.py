@@ -192,6 +192,13 @@ def run_check(args: argparse.Namespace) -> int:
     summary.add_row("cases that could not be read", str(report.failed_cases))
     summary.add_row("usable feature columns", str(len(report.usable_features)))
     console.print(summary)
+    from fedrad.federation.site_data import dropped_columns
+
+    for reason, names in dropped_columns(table, study).items():
+        shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+        console.print(
+            f"  [yellow]dropped[/] {len(names)} column(s): {reason}: {shown}", highlight=False
+        )
     for case_id, error in table.failures[:10]:
         console.print(f"  [yellow]left out[/] case {case_id}: {error}", highlight=False)
     if not report.ok:

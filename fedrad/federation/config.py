@@ -285,19 +285,23 @@ class StudyConfig:
         if "params" not in self.feature_settings:
             return self
         from fedrad.errors import SettingsError
+        from fedrad.radiomics.pyradiomics_params import print_notices
         from fedrad.radiomics.settings import Settings
 
         features = dict(self.feature_settings)
         params = Path(base_dir) / str(features.pop("params"))
+        compat = features.pop("compat", None)
         if features:
             raise ConfigError(
                 f"[features] params = {params.name!r} cannot be combined with other feature "
                 f"settings ({', '.join(sorted(features))}); put them in the params file"
             )
+        notices: list[str] = []
         try:
-            settings = Settings.from_file(params)
+            settings = Settings.from_file(params, notices=notices, compat=compat)
         except SettingsError as exc:
             raise ConfigError(f"[features] params: {exc}") from None
+        print_notices(notices)
         return dataclasses.replace(self, feature_settings={"settings": settings.to_dict()})
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import numpy as np
 from fedrad.federation.config import SiteConfig, StudyConfig
 from fedrad.radiomics.batch import extract_manifest, read_manifest, write_results
 from fedrad.radiomics.settings import Settings
+from fedrad.radiomics.table import column_families
 
 META_COLUMNS = {"case_id", "image", "mask", "label", "time", "event", "site", "split"}
 
@@ -241,7 +242,8 @@ def select_features(table: FeatureTable, study: StudyConfig) -> list[str]:
     if study.feature_columns:
         names = [c for c in study.feature_columns if c in table.feature_names]
     elif study.feature_families:
-        names = [c for c in names if c.split("_", 1)[0] in study.feature_families]
+        wanted = set(study.feature_families)
+        names = [c for c in names if wanted & set(column_families(c))]
     finite = (
         np.isfinite(table.values).all(axis=0)
         if table.values.size
@@ -249,6 +251,51 @@ def select_features(table: FeatureTable, study: StudyConfig) -> list[str]:
     )
     ok = {n for n, f in zip(table.feature_names, finite, strict=True) if f}
     return [n for n in names if n in ok]
+
+
+def dropped_columns(table: FeatureTable, study: StudyConfig) -> dict[str, list[str]]:
+    """Columns of the table the study does not use, by reason (for ``site check``)."""
+    usable = set(select_features(table, study))
+    out: dict[str, list[str]] = {}
+    finite = np.isfinite(table.values).all(axis=0) if table.values.size else None
+    for i, name in enumerate(table.feature_names):
+        if name in usable:
+            continue
+        if study.feature_columns:
+            if name not in study.feature_columns:
+                continue  # the study names its columns: the others are simply not asked for
+            reason = "missing or non-finite value in some case"
+        elif study.feature_families and not set(study.feature_families) & set(
+            column_families(name)
+        ):
+            families = column_families(name)
+            reason = (
+                f"family {'/'.join(families)} not asked for"
+                if families
+                else "name matches no feature family (neither fedrad's nor PyRadiomics' naming)"
+            )
+        elif finite is not None and not finite[i]:
+            reason = "missing or non-finite value in some case"
+        else:
+            continue
+        out.setdefault(reason, []).append(name)
+    non_numeric = [
+        c
+        for c in table.other
+        if c not in META_COLUMNS and not all(v == "" or _is_number(v) for v in table.other[c])
+    ]
+    if non_numeric:
+        out["not numeric (or not a feature)"] = non_numeric
+    return out
+
+
+def dropped_summary(dropped: dict[str, list[str]], limit: int = 5) -> str:
+    """``"12 column(s): family glcm not asked for (a, b, ...); ..."``."""
+    parts = []
+    for reason, names in dropped.items():
+        shown = ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
+        parts.append(f"{len(names)} column(s) {reason} ({shown})")
+    return "; ".join(parts)
 
 
 def check_site(table: FeatureTable, site: SiteConfig, study: StudyConfig) -> SiteReport:
@@ -274,7 +321,8 @@ def check_site(table: FeatureTable, site: SiteConfig, study: StudyConfig) -> Sit
     if study.task == "survival" and n and n_pos == 0:
         reasons.append("no events")
     if not usable:
-        reasons.append("no usable feature column")
+        why = dropped_summary(dropped_columns(table, study))
+        reasons.append("no usable feature column" + (f": {why}" if why else ""))
     test = site_split(y[known], study, site) if n else np.zeros(0, bool)
     return SiteReport(
         site_id=site.site_id,

@@ -114,6 +114,10 @@ def extract(
         fedrad.errors.InputError: unreadable input, empty ROI, ROI too small, NaNs, ...
     """
     settings = settings or Settings()
+    if settings.compat == "pyradiomics":
+        from fedrad.radiomics.compat.values import compat_values
+
+        return compat_values(image, mask, settings, label=label, case_id=case_id)
     case = to_case(
         image,
         mask,

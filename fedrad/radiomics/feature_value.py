@@ -47,6 +47,8 @@ class FeatureValue:
             families; empty for diagnostics.
         value: the number (``nan`` where the feature is undefined for this ROI).
         image_type: ``"original"`` or a filtered image name such as ``"log-sigma-1.0mm"``.
+        column_name: the wide-table column when it is not fedrad's (compat mode gives
+            PyRadiomics' ``original_glcm_Contrast``); empty for fedrad's naming.
     """
 
     family: str
@@ -55,6 +57,7 @@ class FeatureValue:
     aggregation_code: str
     value: float
     image_type: str = "original"
+    column_name: str = ""
 
     @property
     def qualified_family(self) -> str:
@@ -66,6 +69,8 @@ class FeatureValue:
     @property
     def column(self) -> str:
         """Column name in the wide table, e.g. ``"glcm_joint_maximum_3D_avg"``."""
+        if self.column_name:
+            return self.column_name
         label = AGGREGATION_LABELS.get(self.aggregation_code, self.aggregation_code)
         parts = [] if self.image_type == "original" else [self.image_type]
         parts += [self.family, self.name]

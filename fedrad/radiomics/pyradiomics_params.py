@@ -27,11 +27,14 @@ definition of what it asks for. PyRadiomics' known deviations from IBSI are docu
   is ignored (the merged ``IAZD`` values are the closest IBSI features).
 * ``force2D`` (with ``force2Ddimension: 0``) maps to IBSI's 2.5D aggregations (``JJUI``/``ZW7Z``
   and ``62GR``), as the PyRadiomics IBSI benchmark documents; other dimensions are refused.
-* Feature lists inside ``featureClass`` select the family; fedrad computes the whole family.
+* Feature lists inside ``featureClass`` (``glcm: [Contrast, Idm]``) are refused in IBSI mode
+  (fedrad computes whole IBSI families); ``compat: pyradiomics`` honours them.
 * ``imageType``: ``Original``, ``LoG`` (``sigma`` list, in mm) and ``Wavelet`` (``wavelet``,
   ``level``/``start_level``) are translated to IBSI chapter 2 filters. Square, SquareRoot,
   Logarithm, Exponential, Gradient and LBP have no IBSI definition and are refused.
 * Voxel-based extraction (``voxelSetting``) is not supported.
+* A top-level ``compat: pyradiomics`` (or ``fedrad extract --compat pyradiomics``) reproduces
+  PyRadiomics instead of translating to IBSI (:mod:`fedrad.radiomics.compat`).
 * Settings without effect on values (``preCrop``, ``correctMask``, ``geometryTolerance``,
   ``additionalInfo``, ``enableCExtensions``, ``minimumROIDimensions``, ``minimumROISize``,
   ``padDistance``) are accepted and ignored.
@@ -39,6 +42,8 @@ definition of what it asks for. PyRadiomics' known deviations from IBSI are docu
 
 from __future__ import annotations
 
+import json
+import sys
 import warnings
 from typing import Any
 
@@ -144,8 +149,43 @@ def _filters(image_types: dict[str, Any]) -> tuple[tuple[FilterSpec, ...], bool]
     return tuple(filters), original
 
 
-def translate(params: dict[str, Any], *, name: str = "pyradiomics") -> Settings:
-    """Settings equivalent (in IBSI terms) to a parsed PyRadiomics parameter mapping."""
+def notice_text(key: str) -> str:
+    """The one-line notice for an ignored PyRadiomics setting."""
+    return f"PyRadiomics setting {key!r} is ignored (no effect on fedrad's values)"
+
+
+def _check_feature_lists(classes: Any) -> None:
+    listed = {cls: feats for cls, feats in (classes or {}).items() if feats}
+    if listed:
+        shown = "; ".join(f"{cls}: [{', '.join(map(str, f))}]" for cls, f in listed.items())
+        raise SettingsError(
+            f"featureClass lists single features ({shown}): fedrad's IBSI mode computes whole "
+            "families; leave the lists empty, or use compat mode (--compat pyradiomics, or "
+            "'compat: pyradiomics' in the file) to compute exactly those PyRadiomics features"
+        )
+
+
+def translate(
+    params: dict[str, Any], *, name: str = "pyradiomics", notices: list[str] | None = None
+) -> Settings:
+    """Settings equivalent (in IBSI terms) to a parsed PyRadiomics parameter mapping.
+
+    With a top-level ``compat: pyradiomics`` the settings reproduce PyRadiomics instead
+    (:mod:`fedrad.radiomics.compat`). Ignored settings give one notice each: appended to
+    ``notices`` when given, else issued as :class:`TranslationWarning`.
+    """
+    params = dict(params)
+    compat = params.pop("compat", "ibsi")
+    if compat == "pyradiomics":
+        from fedrad.radiomics.compat.params import compat_settings
+
+        compat_settings(params, notices=notices)  # refuses what compat mode cannot reproduce
+        return Settings(
+            name=name, compat="pyradiomics", pyradiomics_params=json.dumps(params, default=str)
+        )
+    if compat != "ibsi":
+        raise SettingsError(f"unknown compat {compat!r}: use ibsi or pyradiomics")
+    _check_feature_lists(params.get("featureClass"))
     if params.get("voxelSetting"):
         raise SettingsError("voxel-based extraction (voxelSetting) is not supported")
     setting = dict(params.get("setting") or {})
@@ -202,11 +242,7 @@ def translate(params: dict[str, Any], *, name: str = "pyradiomics") -> Settings:
         changes["ngldm_alpha"] = int(setting.pop("gldm_a"))
 
     for key in sorted(set(setting) & IGNORED_SETTINGS):
-        warnings.warn(
-            f"PyRadiomics setting {key!r} is ignored (see fedrad.radiomics.pyradiomics_params)",
-            TranslationWarning,
-            stacklevel=2,
-        )
+        report_notice(notice_text(key), notices)
         setting.pop(key)
     if setting:
         raise SettingsError(f"unknown PyRadiomics setting(s): {', '.join(sorted(setting))}")
@@ -226,4 +262,24 @@ def translate(params: dict[str, Any], *, name: str = "pyradiomics") -> Settings:
     changes["families"] = families if original else ()
     changes["filters"] = filters
     changes["filter_families"] = tuple(f for f in families if f not in ("morph", "loc", "ivh"))
+    changes["pyradiomics_params"] = json.dumps(params, default=str)
     return Settings(**changes)
+
+
+def report_notice(text: str, notices: list[str] | None) -> None:
+    """Append ``text`` to ``notices`` (once), or warn when no list is given (API callers)."""
+    if notices is None:
+        warnings.warn(text, TranslationWarning, stacklevel=3)
+    elif text not in notices:
+        notices.append(text)
+
+
+_SHOWN: set[str] = set()
+
+
+def print_notices(notices: list[str]) -> None:
+    """Print each notice as one plain line on standard error, once per process."""
+    for text in notices:
+        if text not in _SHOWN:
+            _SHOWN.add(text)
+            print(text, file=sys.stderr)

@@ -135,8 +135,15 @@ class Settings:
         "ngldm",
     )
     diagnostics: bool = False
+    # Definitions: "ibsi" (default) or "pyradiomics" (reproduce PyRadiomics 3.x, see
+    # fedrad.radiomics.compat); ``pyradiomics_params`` is the PyRadiomics parameter mapping (JSON)
+    # compat mode reads, when the settings came from a PyRadiomics parameter file.
+    compat: Literal["ibsi", "pyradiomics"] = "ibsi"
+    pyradiomics_params: str | None = None
 
     def __post_init__(self) -> None:
+        if self.compat not in ("ibsi", "pyradiomics"):
+            raise SettingsError(f"unknown compat {self.compat!r}: use ibsi or pyradiomics")
         for dim in self.texture_dimensions:
             if dim not in ALL_TEXTURE_DIMENSIONS:
                 raise SettingsError(f"unknown texture dimension {dim!r}: use 2D, 2.5D or 3D")
@@ -220,12 +227,16 @@ class Settings:
             raise SettingsError(f"invalid settings: {exc}") from None
 
     @staticmethod
-    def from_file(path: str | Path) -> Settings:
+    def from_file(
+        path: str | Path, notices: list[str] | None = None, compat: str | None = None
+    ) -> Settings:
         """Settings from fedrad's YAML settings file, or from a PyRadiomics parameter file.
 
         A file with any of PyRadiomics' top-level keys (``setting``, ``imageType``,
         ``featureClass``, ``voxelSetting``) is translated by
-        :func:`fedrad.radiomics.pyradiomics_params.translate`.
+        :func:`fedrad.radiomics.pyradiomics_params.translate`; its notices about ignored settings
+        are appended to ``notices`` when given (else issued as warnings). ``compat`` overrides
+        the file's ``compat`` (``"ibsi"`` or ``"pyradiomics"``).
         """
         import yaml
 
@@ -240,10 +251,12 @@ class Settings:
             data = {}
         if not isinstance(data, dict):
             raise SettingsError(f"{path}: expected a mapping of settings at the top level")
+        if compat is not None:
+            data["compat"] = compat
         if {"setting", "imageType", "featureClass", "voxelSetting"} & set(data):
             from fedrad.radiomics.pyradiomics_params import translate
 
-            return translate(data, name=path.stem)
+            return translate(data, name=path.stem, notices=notices)
         return Settings.from_dict(data, name=path.stem)
 
     def to_dict(self) -> dict[str, Any]:

@@ -74,3 +74,21 @@ def read_wide(path: str | Path) -> list[dict[str, str]]:
     """Rows of a wide feature table."""
     with Path(path).open(newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def column_families(column: str) -> tuple[str, ...]:
+    """The fedrad families a wide-table feature column belongs to (empty when none).
+
+    fedrad's columns start with the family (``glcm_contrast_3D_avg``), after the image type for
+    filtered images (``log-sigma-1.0mm_glcm_...``, ``wavelet-LLH_stat_mean``); PyRadiomics' read
+    ``<image type>_<class>_<feature>`` and their class maps to IBSI families
+    (``original_firstorder_Mean`` -> ``stat``, ``ih``; ``original_gldm_...`` -> ``ngldm``).
+    """
+    from fedrad.radiomics.compat.names import column_families as pyradiomics_families
+    from fedrad.radiomics.feature_value import FAMILIES
+
+    parts = column.split("_")
+    for part in parts[:2]:
+        if part in FAMILIES and part != "diagnostics":
+            return (part,)
+    return pyradiomics_families(column)

@@ -3,7 +3,8 @@
 A study's hash covers everything that decides what is computed and released: the task and
 outcome columns, the split (``test_fraction``, ``cv_folds``), the feature settings *by content*
 (a study never names a file the site should open), the model, the strategy, the privacy and the
-secure-aggregation settings. :func:`approval_hash` leaves out ``cv_fold`` only, so approving a
+secure-aggregation settings. The site's split depends on the split settings alone
+(:func:`split_hash`). :func:`approval_hash` leaves out ``cv_fold`` only, so approving a
 cross-validated study approves each of its folds; :func:`study_hash` includes it (each fold is
 a separate release in the ledger).
 
@@ -51,9 +52,25 @@ def approval_hash(study: StudyConfig) -> str:
     return _digest(data)
 
 
+def computation_hash(study: StudyConfig) -> str:
+    """What fixes the site's randomness for a study: the study without its transport
+    protection (``secure_aggregation``), which changes how a result leaves, not what it is."""
+    data = canonical_study(study)
+    data.pop("secure_aggregation", None)
+    return _digest(data)
+
+
+#: The study fields that define a site's split. Nothing else (not the study's name or seed):
+#: every study with the same split settings sees the same held-out patients at a site, so two
+#: approved studies cannot be differenced into a patient's values through different splits.
+SPLIT_FIELDS = ("task", "label_column", "time_column", "event_column", "test_fraction", "cv_folds")
+
+
 def split_hash(study: StudyConfig) -> str:
-    """What fixes the site's split: the approved study (folds share one assignment)."""
-    return approval_hash(study)
+    """What fixes the site's split (with its secret): :data:`SPLIT_FIELDS` only, so the folds of
+    a cross-validated study share one assignment."""
+    data = canonical_study(study)
+    return _digest({key: data[key] for key in SPLIT_FIELDS})
 
 
 def _path(site: SiteConfig) -> Path:
@@ -170,6 +187,7 @@ __all__ = [
     "approve",
     "approved_studies",
     "canonical_study",
+    "computation_hash",
     "differing_fields",
     "require_approved",
     "revoke",

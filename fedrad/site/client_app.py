@@ -353,12 +353,18 @@ def _train(
     target = _target(study, data.y_train, data.time_train)
     run_id = int(msg.metadata.run_id)
     ordinal = a.guard.run_ordinal(study, a.approval, run_id)
-    # The noise is bound to the study, the site's run, the round and the input model. The model
+    # The noise is bound to the study (what it computes: its SecAgg+ settings change only how
+    # the update leaves), the site's run, the round and the input model. The model
     # enters at float32 precision: the aggregate of one round can differ in its last float64 bit
     # from run to run (summation order), which must not turn into different noise for a repeated
     # simulation. A second, different release of the round is refused anyway (ReleaseGuard).
     model_digest = input_hash([np.asarray(x, dtype=np.float32) for x in arrays], {})
-    seed = derive_seed(site, f"train:{a.study_hash}:{ordinal}:{server_round}:{model_digest}")
+    from fedrad.site.approval import computation_hash
+
+    # without DP the seed only shuffles batches: it is bound to the round, not to the model, so
+    # the same study under SecAgg+ (whose rounding moves the model's last digits) trains alike
+    bound = model_digest if study.privacy.mode == "sample" else "-"
+    seed = derive_seed(site, f"train:{computation_hash(study)}:{ordinal}:{server_round}:{bound}")
     privacy: dict[str, float] = {}
     if study.privacy.mode == "sample":
         from fedrad.federation.site_privacy import train_private_round

@@ -1,7 +1,8 @@
 """The site's train/held-out split, fixed by the site for an approved study.
 
-The split seed is ``HMAC(site secret, "split:" + approval hash)``: it depends only on the
-approved study (so every message of a study, and every fold of a cross-validated study, sees the
+The split seed is ``HMAC(site secret, "split:" + split hash)``: it depends only on the
+split settings of the approved study (so every message of a study, every fold of a cross-validated
+study and every other study with the same split settings sees the
 same assignment) and on a secret the server never sees (so the server cannot choose, or even
 predict, which patients are held out). Nothing in a message can change it.
 """

@@ -21,7 +21,7 @@ from fedrad.site.policy import SitePolicy
 
 pytestmark = pytest.mark.slow
 
-TIGHT_BUDGET = 3.0
+TIGHT_BUDGET = 2.4
 #: What east already spent in an earlier study (its lifetime budget admits this study, whose
 #: target is 2, but not all of it on top of the earlier spending).
 EARLIER = Mechanism(2.0, 0.2, 10)  # epsilon about 1.63 at delta 1e-5

@@ -43,6 +43,14 @@ def test_default_scenario_federated_matches_pooled_and_beats_local(tmp_path: Pat
     assert len(m["sites_evaluated"]) >= 4
     exact = m["federated"]["auc_on_evaluated_sites"]
     assert abs(m["federated"]["auc_from_site_aggregates"] - exact) <= 0.01
+    # every site's own view: what it spent of its budget, and nothing left in the clear
+    for site, budget in m["site_budgets"].items():
+        assert 3.9 <= budget["epsilon_spent"] <= 4.0 <= budget["epsilon_budget"], site
+        assert budget["dp_rounds"] == 20
+        protections = {p for kinds in budget["released"].values() for p in kinds}
+        assert "clear" not in protections, (site, budget["released"])
+        masked = budget["released"]["train/collect_masked_vectors"]
+        assert masked == {"dp+secagg": 20}, masked
     assert (run / "plots" / "roc.png").exists() and (
         run / "checkpoints" / "round-0020.npz"
     ).exists()

@@ -40,3 +40,15 @@ def test_folds_of_one_study_partition_the_cases(tmp_path: Path) -> None:
         held_out.append(data.case_ids_test)
     everyone = sorted(c for ids in held_out for c in ids)
     assert everyone == sorted(set(everyone)) and len(everyone) == 40
+
+
+def test_studies_with_the_same_split_settings_share_the_held_out_patients(tmp_path: Path) -> None:
+    """Two approved studies cannot be differenced through different splits: the split follows
+    the split settings and the site's secret, not the study's name, seed or training."""
+    site = write_site(tmp_path, "h", 60, 3)
+    y = np.array([0, 1] * 30, dtype=float)
+    other = STUDY.replace(name="another", seed=7).with_training(rounds=3, learning_rate=0.5)
+    np.testing.assert_array_equal(site_split(y, STUDY, site), site_split(y, other, site))
+    assert not np.array_equal(
+        site_split(y, STUDY, site), site_split(y, STUDY.replace(test_fraction=0.5), site)
+    )

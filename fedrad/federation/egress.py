@@ -80,6 +80,18 @@ Mod = Callable[[Message, Context, Callable[[Message, Context], Message]], Messag
 _PLAINTEXT: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
     "fedrad_egress_plaintext", default=None
 )
+#: Protections the site's release path applied while the egress mod handles one message (the
+#: masked SecAgg+ vector carries no record of them, so the release path notes them here).
+_APPLIED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "fedrad_egress_applied", default=None
+)
+
+
+def note_protection(protection: Iterable[str]) -> None:
+    """Called by the site's release path: the reply being made carries these protections."""
+    applied = _APPLIED.get()
+    if applied is not None:
+        applied.extend(protection)
 
 
 class EgressLogError(FedradError):
@@ -263,6 +275,7 @@ def egress_entry(
     info: dict[str, Any] | None = None,
     exception: BaseException | None = None,
     plaintext: dict[str, Any] | None = None,
+    applied: list[str] | None = None,
 ) -> dict[str, Any]:
     """The log line (as a dict) for ``reply`` to ``incoming``, or for an exception raised instead.
 
@@ -312,7 +325,7 @@ def egress_entry(
     if entry["epsilon"] is None:
         entry["epsilon"] = ledger_epsilon(site.ledger_path)
         entry["epsilon_source"] = None if entry["epsilon"] is None else "ledger"
-    entry["protection"] = protection_of(entry)
+    entry["protection"] = protection_of(entry, applied or [])
     return entry
 
 
@@ -340,7 +353,7 @@ def _has_metric(records: list[dict[str, Any]], key: str) -> bool:
     )
 
 
-def protection_of(entry: dict[str, Any]) -> list[str]:
+def protection_of(entry: dict[str, Any], applied: Iterable[str] = ()) -> list[str]:
     """How what left was protected: ``secagg`` (a masked SecAgg+ vector), ``protocol`` (other
     SecAgg+ stages: keys and shares), ``sealed`` (end to end to the server's key), ``dp``
     (differentially private), ``refusal`` (a coded error), else ``clear``."""
@@ -352,8 +365,10 @@ def protection_of(entry: dict[str, Any]) -> list[str]:
     stage = entry.get("stage")
     if stage:
         out.append("secagg" if stage == MASKED_STAGE else "protocol")
-        if stage == MASKED_STAGE and _has_metric(records, "noise-multiplier"):
-            out.append("dp")
+        if stage == MASKED_STAGE:
+            out += list(applied)  # what the release path applied (DP-SGD), noted in passing
+            if _has_metric(records, "noise-multiplier"):
+                out.append("dp")
     else:
         if entry.get("plaintext") is not None:
             out.append("sealed")
@@ -417,6 +432,7 @@ class EgressMod:
             ) from exc
         info = _incoming(msg)
         token = _PLAINTEXT.set([])
+        applied_token = _APPLIED.set([])
         try:
             reply = call_next(msg, context)
         except Exception as exc:
@@ -426,8 +442,10 @@ class EgressMod:
             raise
         finally:
             seen = _PLAINTEXT.get() or [None]
+            applied = list(_APPLIED.get() or [])
             _PLAINTEXT.reset(token)
-        entry = egress_entry(site, msg, reply, info=info, plaintext=seen[-1])
+            _APPLIED.reset(applied_token)
+        entry = egress_entry(site, msg, reply, info=info, plaintext=seen[-1], applied=applied)
         append_entry(site.egress_log_path, entry)
         return reply
 

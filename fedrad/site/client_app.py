@@ -173,6 +173,30 @@ def _held_out_counts(study: StudyConfig, data: SiteData) -> dict[str, float]:
     return counts
 
 
+def _released(
+    a: Admitted,
+    msg: Message,
+    kind: str,
+    round: int | str,
+    request: str,
+    compute: Callable[[], RecordDict],
+    protection: tuple[str, ...] = (),
+) -> Message:
+    """The reply to ``msg``: its content through the site's release path."""
+    content = a.guard.release(
+        study=a.study,
+        study_hash=a.study_hash,
+        approval=a.approval,
+        run_id=int(msg.metadata.run_id),
+        kind=kind,
+        round=round,
+        input=request,
+        compute=compute,
+        protection=protection,
+    )
+    return _reply(msg, content)
+
+
 # --- handlers ----------------------------------------------------------------------------------
 
 
@@ -180,19 +204,11 @@ def handle_query(msg: Message, site: SiteConfig) -> Message:
     """Site check, moments, Newton statistics and calibration sums, through the release path."""
     a = admit(msg, site)
     action = str(a.config.get("action", ""))
-    run_id = int(msg.metadata.run_id)
     request = input_hash(_arrays(msg), _config_dict(a.config))
-    common = dict(
-        study=a.study, study_hash=a.study_hash, approval=a.approval, run_id=run_id, input=request
-    )
     if action == protocol.ACTION_CHECK:
-        return _reply(
-            msg, a.guard.release(kind="check", round=0, compute=lambda: _check(a), **common)
-        )
+        return _released(a, msg, "check", 0, request, lambda: _check(a))
     if action == protocol.ACTION_MOMENTS:
-        return _reply(
-            msg, a.guard.release(kind="moments", round=0, compute=lambda: _moments(a), **common)
-        )
+        return _released(a, msg, "moments", 0, request, lambda: _moments(a))
     if action == protocol.ACTION_NEWTON:
         if a.study.training.strategy != "exact":
             raise SiteRefusal(
@@ -200,22 +216,9 @@ def handle_query(msg: Message, site: SiteConfig) -> Message:
                 f"Newton statistics belong to the exact mode; study {a.study.name!r} aggregates "
                 f"with {a.study.training.strategy!r}",
             )
-        return _reply(
-            msg,
-            a.guard.release(
-                kind="newton", round=request[:16], compute=lambda: _newton(a, msg), **common
-            ),
-        )
+        return _released(a, msg, "newton", request[:16], request, lambda: _newton(a, msg))
     if action == protocol.ACTION_CALIBRATION:
-        return _reply(
-            msg,
-            a.guard.release(
-                kind="calibration",
-                round=request[:16],
-                compute=lambda: _calibration(a, msg),
-                **common,
-            ),
-        )
+        return _released(a, msg, "calibration", request[:16], request, lambda: _calibration(a, msg))
     raise SiteRefusal("malformed", f"unknown query action {action!r}")
 
 
@@ -317,18 +320,8 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
         )
     request = input_hash(arrays, _config_dict(a.config))
     protection = ("dp",) if a.study.privacy.mode == "sample" else ()
-    content = a.guard.release(
-        study=a.study,
-        study_hash=a.study_hash,
-        approval=a.approval,
-        run_id=int(msg.metadata.run_id),
-        kind="train",
-        round=server_round,
-        input=request,
-        protection=protection,
-        compute=lambda: _train(a, msg, arrays, server_round, request),
-    )
-    return _reply(msg, content)
+    compute = lambda: _train(a, msg, arrays, server_round, request)  # noqa: E731
+    return _released(a, msg, "train", server_round, request, compute, protection)
 
 
 def _train(
@@ -424,17 +417,7 @@ def handle_evaluate(msg: Message, site: SiteConfig) -> Message:
         data.X_test = std.apply(data.X_test)
         return _records(a.site, metrics=MetricRecord(evaluation_metrics(a.study, model, data)))
 
-    content = a.guard.release(
-        study=a.study,
-        study_hash=a.study_hash,
-        approval=a.approval,
-        run_id=int(msg.metadata.run_id),
-        kind="evaluate",
-        round=server_round,
-        input=request,
-        compute=compute,
-    )
-    return _reply(msg, content)
+    return _released(a, msg, "evaluate", server_round, request, compute)
 
 
 def _message_model(msg: Message, study: StudyConfig, std: protocol.Standardisation):

@@ -161,6 +161,9 @@ class ReleaseGuard:
                 f"the site does not answer {kind!r} (its [policy] statistics: "
                 f"{', '.join(self.policy.statistics)})",
             )
+        from fedrad.federation.egress import note_protection
+
+        note_protection(protection)
         key = f"{study_hash}:{run_id}:{kind}:{round}"
         with self._locked() as index:
             cached = self._cached(index, key, input, decode_records)

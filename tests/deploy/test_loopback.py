@@ -158,6 +158,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
             "--server-sealing-key", server_dir / "keys" / "sealing.pub",
             "--root-cert", tls.ca_cert,
         )  # fmt: skip
+        _cli("site", "approve", s.root / "site.toml", study)  # each hospital pins the study
         if s is not intruder:
             _cli(
                 "server", "register", s.site_id, s.keys_dir / "node.pub",
@@ -354,6 +355,7 @@ def test_a_failed_run_is_reported_with_the_servers_reason(tmp_path: Path) -> Non
     single = write_site(root / "sites", "single", 30, seed=1, single_class=True)
     study = root / "study.toml"
     study.write_text('[study]\nname = "doomed"\nmin_cases = 10\n[training]\nmin_sites = 1\n')
+    _cli("site", "approve", single.root / "site.toml", study)
     link = SuperLink.start(root / "server", insecure=True, env=THREADS)
     node = None
     try:

@@ -15,6 +15,7 @@ from fedrad.federation.site_data import check_site, dropped_columns, site_featur
 from fedrad.radiomics.compat.extractor import CompatSettings, extract_pyradiomics
 from fedrad.radiomics.table import column_families
 from fedrad.simulation.harness import run_federation, write_site_toml
+from fedrad.site.policy import SitePolicy
 
 PARAMS = "setting:\n  binWidth: 25\n  padDistance: 5\nfeatureClass:\n  firstorder:\n  shape:\n"
 
@@ -45,7 +46,9 @@ def _extracting_site(root: Path, site_id: str, n: int, seed: int) -> SiteConfig:
         ip, mp, label = _case(folder, f"{site_id}{i}", rng)
         lines.append(f"{site_id}{i},{ip.name},{mp.name},{label}")
     (folder / "cases.csv").write_text("\n".join(lines) + "\n")
-    return SiteConfig.from_file(write_site_toml(folder, site_id, manifest="cases.csv"))
+    return SiteConfig.from_file(
+        write_site_toml(folder, site_id, manifest="cases.csv", policy=SitePolicy.sandbox())
+    )
 
 
 def _pyradiomics_site(root: Path, site_id: str, n: int, seed: int) -> SiteConfig:
@@ -66,7 +69,9 @@ def _pyradiomics_site(root: Path, site_id: str, n: int, seed: int) -> SiteConfig
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return SiteConfig.from_file(write_site_toml(folder, site_id, feature_table="features.csv"))
+    return SiteConfig.from_file(
+        write_site_toml(folder, site_id, feature_table="features.csv", policy=SitePolicy.sandbox())
+    )
 
 
 def _study(tmp_path: Path, **features: object) -> StudyConfig:
@@ -78,7 +83,7 @@ def _study(tmp_path: Path, **features: object) -> StudyConfig:
             "features": {"params": str(params), "compat": "pyradiomics", **features},
             "training": {"rounds": 2, "min_sites": 3},
         }
-    )
+    ).with_inlined_params(tmp_path)  # as StudyConfig.from_file does: the file goes by content
 
 
 def test_pyradiomics_names_map_to_ibsi_families() -> None:

@@ -11,16 +11,10 @@ from __future__ import annotations
 
 import re
 
+from fedrad.radiomics.pyradiomics_params import FEATURE_CLASSES
+
 #: PyRadiomics feature class -> fedrad families (a table column of that class serves them).
-CLASS_FAMILIES: dict[str, tuple[str, ...]] = {
-    "shape": ("morph",),
-    "firstorder": ("stat", "ih"),
-    "glcm": ("glcm",),
-    "glrlm": ("glrlm",),
-    "glszm": ("glszm",),
-    "gldm": ("ngldm",),
-    "ngtdm": ("ngtdm",),
-}
+CLASS_FAMILIES: dict[str, tuple[str, ...]] = FEATURE_CLASSES
 
 _GLCM = {
     "Autocorrelation": "autocorrelation",

@@ -69,10 +69,13 @@ class FilterSpec:
     ``kind``: ``"mean"`` (support ``support`` voxels), ``"log"`` (Laplacian of Gaussian, scale
     ``sigma_mm``, kernel truncated at ``truncate`` sigma) or ``"wavelet"`` (``wavelet`` family,
     decomposition ``level``, ``response`` such as ``"LLH"``; ``None`` gives every response).
+    ``"laws"``: Laws kernel ``laws_kernel`` (e.g. ``"L5E5E5"``, x first), rotation invariance pooled
+    by ``pooling`` (``"max"`` or ``"average"``), energy map over ``energy_distance`` voxels
+    (``None``: no energy map).
     ``boundary`` is the padding: ``"mirror"``, ``"nearest"``, ``"wrap"`` or ``"constant"``.
     """
 
-    kind: Literal["mean", "log", "wavelet"]
+    kind: Literal["mean", "log", "wavelet", "laws"]
     support: int | None = None
     sigma_mm: float | None = None
     truncate: float = 4.0
@@ -82,6 +85,9 @@ class FilterSpec:
     rotation_invariant: bool = False
     boundary: Literal["mirror", "nearest", "wrap", "constant"] = "mirror"
     dimensions: Literal["2D", "3D"] = "3D"
+    laws_kernel: str | None = None
+    energy_distance: int | None = None
+    pooling: Literal["max", "average"] = "average"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from fedrad.errors import SettingsError
 from fedrad.io.case import Case
 from fedrad.radiomics.filtered_images import filtered_rois
-from fedrad.radiomics.filters import filter_image, response_maps
+from fedrad.radiomics.filters import filter_image, laws, response_maps
 from fedrad.radiomics.filters.boundary import map_indices, pad
 from fedrad.radiomics.filters.wavelet import decomposition_filters, responses, scaling_filter
 from fedrad.radiomics.preprocess import Grid, prepare
@@ -169,8 +169,8 @@ def test_unknown_wavelet_and_bad_response_are_settings_errors() -> None:
         response_maps(FilterSpec("mean", support=4))
     with pytest.raises(SettingsError, match="sigma"):
         response_maps(FilterSpec("log", sigma_mm=0.0))
-    with pytest.raises(NotImplementedError, match="laws"):
-        response_maps(FilterSpec("laws"))  # type: ignore[arg-type]
+    with pytest.raises(NotImplementedError, match="gabor"):
+        response_maps(FilterSpec("gabor"))  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- wavelet transform
@@ -234,8 +234,19 @@ def test_wavelet_letters_name_x_first() -> None:
             boundary="wrap",
         ),
         FilterSpec("log", sigma_mm=3.0, boundary="wrap"),
+        FilterSpec(
+            "laws",
+            laws_kernel="L5E5E5",
+            energy_distance=2,
+            rotation_invariant=True,
+            pooling="max",
+            boundary="wrap",
+        ),
+        FilterSpec(
+            "laws", laws_kernel="E3S3", rotation_invariant=True, dimensions="2D", boundary="mirror"
+        ),
     ],
-    ids=["db3-LLH", "haar-L2-LHH", "db2-L2-LH-2D", "log"],
+    ids=["db3-LLH", "haar-L2-LHH", "db2-L2-LH-2D", "log", "laws-max-energy", "laws-2D-average"],
 )
 def test_rotation_invariant_filters_commute_with_right_angle_rotations(spec: FilterSpec) -> None:
     img = _noise_block(20)
@@ -306,6 +317,54 @@ def test_response_maps_and_names() -> None:
     assert response_maps(FilterSpec("log", sigma_mm=1.5))[0].name == "log-sigma-1.5mm"
 
 
+# ----------------------------------------------------------------------------- Laws
+def test_laws_kernels_have_unit_norm_and_the_impulse_response_is_their_product() -> None:
+    for name in ("L3", "E3", "S3", "L5", "E5", "S5", "W5", "R5"):
+        assert float(np.sum(laws.kernel_1d(name) ** 2)) == pytest.approx(1.0)
+    img = np.zeros((9, 9, 9))
+    img[4, 4, 4] = 1.0
+    out = filter_image(img, FilterSpec("laws", laws_kernel="L5E5S5", boundary="constant"))
+    lx, ey, sz = (laws.kernel_1d(n) for n in ("L5", "E5", "S5"))
+    expected = sz[:, None, None] * ey[None, :, None] * lx[None, None, :]  # x along the last axis
+    np.testing.assert_allclose(out[2:7, 2:7, 2:7], expected, atol=1e-12)
+    assert np.abs(out).sum() == pytest.approx(np.abs(expected).sum())
+
+
+def test_laws_energy_is_the_mean_absolute_response_in_the_chebyshev_neighbourhood() -> None:
+    img = _noise_block(14)
+    plain = FilterSpec("laws", laws_kernel="E5W5", dimensions="2D", boundary="wrap")
+    resp = filter_image(img, plain)
+    energy = filter_image(img, dataclasses.replace(plain, energy_distance=2))
+    k = (3, 6, 8)  # any voxel: periodic padding keeps the whole neighbourhood exact
+    window = np.abs(np.take(np.take(resp, range(4, 9), axis=1, mode="wrap"), range(6, 11), axis=2))
+    assert energy[k] == pytest.approx(float(window[3].mean()))
+
+
+def test_laws_max_pooling_takes_the_largest_oriented_response() -> None:
+    img = _noise_block(12)
+    base = FilterSpec("laws", laws_kernel="L3E3", dimensions="2D", boundary="wrap")
+    pooled = filter_image(img, dataclasses.replace(base, rotation_invariant=True, pooling="max"))
+    oriented = [
+        np.rot90(filter_image(np.rot90(img, k, (1, 2)), base), -k, (1, 2)) for k in range(4)
+    ]
+    np.testing.assert_allclose(pooled, np.max(oriented, axis=0), atol=1e-12)
+
+
+def test_bad_laws_settings_are_settings_errors() -> None:
+    for bad in (
+        FilterSpec("laws", laws_kernel="L5E5"),  # 2 kernels for a 3D filter
+        FilterSpec("laws", laws_kernel="L5X5E5"),
+        FilterSpec("laws", laws_kernel="L5E5E5", energy_distance=-1),
+        FilterSpec("laws", laws_kernel="L5E5E5", pooling="median"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(SettingsError, match="Laws"):
+            response_maps(bad)
+    spec = FilterSpec(
+        "laws", laws_kernel="l5e5e5", energy_distance=7, rotation_invariant=True, pooling="max"
+    )
+    assert response_maps(spec)[0].name == "laws-L5E5E5-energy7-rotinv-max"
+
+
 # ----------------------------------------------------------------------------- filtered ROIs
 def _small_case() -> Case:
     rng = np.random.default_rng(7)
@@ -322,6 +381,7 @@ FILTERS = (
         "wavelet", wavelet="db2", level=2, response="LLH", rotation_invariant=True, boundary="wrap"
     ),
     FilterSpec("wavelet", wavelet="haar", response="LH", dimensions="2D", boundary="constant"),
+    FilterSpec("laws", laws_kernel="L5E5E5", rotation_invariant=True, pooling="max"),
 )
 
 
@@ -343,6 +403,7 @@ def test_filtered_rois_equal_the_filtered_whole_image_around_the_roi() -> None:
         "log-sigma-1.5mm-nearest",
         "wavelet-db2-level2-LLH-rotinv-wrap",
         "wavelet-haar-LH-2D-constant",
+        "laws-L5E5E5-rotinv-max",
     ]
     o = original.origin_index
     crop = tuple(slice(o[ax], o[ax] + original.image.shape[ax]) for ax in range(3))

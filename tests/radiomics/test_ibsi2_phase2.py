@@ -1,6 +1,6 @@
 """IBSI chapter 2, phase 2: intensity statistics of filtered images of the IBSI CT phantom.
 
-Every implemented configuration (no filter, mean, LoG, separable wavelets; 2D "A" and 3D "B") is
+Every implemented configuration (no filter, mean, LoG, Laws, separable wavelets; 2D "A" and 3D "B") is
 checked against every row of the IBSI-2 reference table by the IBSI rule (3 significant figures,
 absolute tolerance). The reference table names features by MIRP tag (``stat_mean``, ...); the
 IBSI codes the statistics family reports are matched through the IBSI-1 reference table, which

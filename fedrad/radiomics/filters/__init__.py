@@ -1,4 +1,4 @@
-"""Convolutional filters of IBSI chapter 2: mean, Laplacian of Gaussian, separable wavelets.
+"""Convolutional filters of IBSI chapter 2: mean, Laplacian of Gaussian, Laws, separable wavelets.
 
 A :class:`~fedrad.radiomics.settings.FilterSpec` gives one or more *response maps*
 (:class:`ResponseMap`; a wavelet spec without ``response`` gives several). Each filter module
@@ -11,13 +11,14 @@ interpolated region around a ROI.
 ``FilterSpec.dimensions``: ``"3D"`` filters the volume; ``"2D"`` filters each slice (array axis 0)
 in-plane. Distances (LoG sigma) are in mm; supports (mean) are in voxels.
 
-Not implemented: Laws kernels, Gabor filters, non-separable wavelets (Simoncelli, Shannon) and
-Riesz transforms (IBSI-2 phase-2 configurations 4, 5, 8, 9): they raise ``NotImplementedError``.
+Not implemented: Gabor filters, non-separable wavelets (Simoncelli, Shannon) and Riesz transforms
+(IBSI-2 phase-2 configurations 5, 8, 9): they raise ``NotImplementedError``.
 
 Image-type names (``PreparedROI.image_type``, the column prefix of filtered features):
 
 * ``mean-<support>``, e.g. ``mean-5``;
 * ``log-sigma-<sigma>mm``, e.g. ``log-sigma-1.5mm``;
+* ``laws-<kernel>[-energy<delta>][-rotinv-<pooling>]``, e.g. ``laws-L5E5E5-energy7-rotinv-max``;
 * ``wavelet-<family>[-level<l>]-<response>[-rotinv]``, e.g. ``wavelet-db2-LLH``,
   ``wavelet-db3-level2-HHH-rotinv`` (the level is omitted when 1; letters x first);
 
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedrad.errors import SettingsError
-from fedrad.radiomics.filters import log, mean, wavelet
+from fedrad.radiomics.filters import laws, log, mean, wavelet
 from fedrad.radiomics.filters.boundary import check_boundary, pad
 from fedrad.radiomics.settings import FilterSpec
 
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 #: IBSI-2 filters fedrad does not implement (yet).
-NOT_IMPLEMENTED = ("laws", "gabor", "simoncelli", "shannon", "riesz")
+NOT_IMPLEMENTED = ("gabor", "simoncelli", "shannon", "riesz")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ class ResponseMap:
             base = f"mean-{int(s.support)}"  # type: ignore[arg-type]
         elif s.kind == "log":
             base = f"log-sigma-{float(s.sigma_mm):g}mm"  # type: ignore[arg-type]
+        elif s.kind == "laws":
+            base = f"laws-{str(s.laws_kernel).upper()}"
+            if s.energy_distance is not None:
+                base += f"-energy{int(s.energy_distance)}"
+            if s.rotation_invariant:
+                base += f"-rotinv-{s.pooling}"
         else:
             level = f"-level{int(s.level)}" if int(s.level) > 1 else ""
             base = f"wavelet-{s.wavelet.lower()}{level}-{self.response}"
@@ -88,14 +95,15 @@ def check(spec: FilterSpec) -> None:
     kind = str(spec.kind).lower()
     if kind in NOT_IMPLEMENTED:
         raise NotImplementedError(
-            f"the {kind} filter is not implemented in fedrad; available filters: mean, log, wavelet"
+            f"the {kind} filter is not implemented in fedrad; available filters: "
+            "mean, log, laws, wavelet"
         )
-    if kind not in ("mean", "log", "wavelet"):
-        raise SettingsError(f"unknown filter kind {spec.kind!r}: use mean, log or wavelet")
+    if kind not in ("mean", "log", "wavelet", "laws"):
+        raise SettingsError(f"unknown filter kind {spec.kind!r}: use mean, log, laws or wavelet")
     if spec.dimensions not in ("2D", "3D"):
         raise SettingsError(f"filter dimensions must be 2D or 3D, got {spec.dimensions!r}")
     check_boundary(spec.boundary)
-    {"mean": mean.check, "log": log.check, "wavelet": wavelet.check}[kind](spec)
+    {"mean": mean.check, "log": log.check, "wavelet": wavelet.check, "laws": laws.check}[kind](spec)
 
 
 def response_maps(spec: FilterSpec) -> list[ResponseMap]:
@@ -112,6 +120,8 @@ def radius(rmap: ResponseMap, spacing: tuple[float, float, float]) -> tuple[int,
         return mean.radius(rmap.spec)
     if rmap.spec.kind == "log":
         return log.radius(rmap.spec, spacing)
+    if rmap.spec.kind == "laws":
+        return laws.radius(rmap.spec)
     return wavelet.radius(rmap.spec)
 
 
@@ -123,6 +133,8 @@ def compute(
         return mean.response(padded, rmap.spec)
     if rmap.spec.kind == "log":
         return log.response(padded, rmap.spec, spacing)
+    if rmap.spec.kind == "laws":
+        return laws.response(padded, rmap.spec)
     return wavelet.response(padded, rmap.spec, rmap.response)  # type: ignore[arg-type]
 
 

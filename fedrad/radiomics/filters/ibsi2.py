@@ -18,7 +18,7 @@ id    filter                                                              fedrad
 1     none                                                                original image
 2     mean, support 5 voxels                                              ``mean``
 3     Laplacian of Gaussian, sigma 1.5 mm, truncated at 4 sigma          ``log``
-4     Laws L5E5E5 (2D: L5E5), rotation invariant (max), energy map 7     not implemented
+4     Laws L5E5E5 (2D: L5E5), rotation invariant (max), energy map 7     ``laws``
 5     Gabor, sigma 5 mm, lambda 2 mm, gamma 3/2, pi/8 steps, invariant    not implemented
 6     Daubechies 3, LLH (2D: LH), level 1, rotation invariant (average)  ``wavelet``
 7     Daubechies 3, HHH (2D: HH), level 2, rotation invariant (average)  ``wavelet``
@@ -35,8 +35,8 @@ from fedrad.errors import SettingsError
 from fedrad.radiomics.settings import FilterSpec, Settings
 
 #: Phase-2 filter ids fedrad implements, and those it does not (with the filter's name).
-IMPLEMENTED = ("1", "2", "3", "6", "7")
-NOT_IMPLEMENTED = {"4": "Laws", "5": "Gabor", "8": "Simoncelli", "9": "Simoncelli"}
+IMPLEMENTED = ("1", "2", "3", "4", "6", "7")
+NOT_IMPLEMENTED = {"5": "Gabor", "8": "Simoncelli", "9": "Simoncelli"}
 
 
 def _filter(filter_id: str, dims: Literal["2D", "3D"]) -> FilterSpec | None:
@@ -47,6 +47,16 @@ def _filter(filter_id: str, dims: Literal["2D", "3D"]) -> FilterSpec | None:
         return FilterSpec("mean", support=5, boundary="mirror", dimensions=dims)
     if filter_id == "3":
         return FilterSpec("log", sigma_mm=1.5, truncate=4.0, boundary="mirror", dimensions=dims)
+    if filter_id == "4":
+        return FilterSpec(
+            "laws",
+            laws_kernel="L5E5" if two_d else "L5E5E5",
+            energy_distance=7,
+            rotation_invariant=True,
+            pooling="max",
+            boundary="mirror",
+            dimensions=dims,
+        )
     if filter_id in ("6", "7"):
         response = ("LH" if two_d else "LLH") if filter_id == "6" else ("HH" if two_d else "HHH")
         return FilterSpec(
@@ -70,7 +80,7 @@ def phase2_settings(config_id: str) -> Settings:
 
     Raises:
         SettingsError: unknown id.
-        NotImplementedError: Laws, Gabor and Simoncelli configurations.
+        NotImplementedError: Gabor and Simoncelli configurations.
     """
     filter_id, _, variant = config_id.partition(".")
     if variant not in ("A", "B") or filter_id not in (*IMPLEMENTED, *NOT_IMPLEMENTED):

@@ -567,12 +567,14 @@ def build_server_app(
     results: list[dict[str, Any]],
     sealing: UpdateSealing | None = None,
     failures: list[BaseException] | None = None,
+    expected_sites: int = 0,
 ) -> ServerApp:
     """A ServerApp running each ``(study, run_dir)`` in turn (simulation harness).
 
     Each study's :func:`run_study` results are appended to ``results``. With ``failures`` the
     exception that stops a study is appended there (the caller re-raises it outside Flower's
-    engine) and the studies after it are not run.
+    engine) and the studies after it are not run. Each study waits for ``expected_sites``
+    virtual sites to connect (the engine starts them one by one).
     """
     app = ServerApp()
 
@@ -581,7 +583,14 @@ def build_server_app(
         try:
             for study, run_dir in studies:
                 results.append(
-                    run_study(grid, study, run_dir, sealing=sealing, noise_seed=study.seed)
+                    run_study(
+                        grid,
+                        study,
+                        run_dir,
+                        sealing=sealing,
+                        noise_seed=study.seed,
+                        expected_sites=expected_sites,
+                    )
                 )
         except Exception as exc:
             if failures is None:

@@ -252,7 +252,9 @@ def run_federations(
     approve_studies(sites, [study for study, _ in studies])
     sealing, site_sealings = simulation_keys(sites)
     run_simulation(
-        server_app=build_server_app(studies, results, sealing=sealing, failures=failures),
+        server_app=build_server_app(
+            studies, results, sealing=sealing, failures=failures, expected_sites=len(sites)
+        ),
         client_app=build_client_app(
             simulation_resolver(sites), simulation_sealing_resolver(site_sealings)
         ),

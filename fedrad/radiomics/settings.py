@@ -72,10 +72,13 @@ class FilterSpec:
     ``"laws"``: Laws kernel ``laws_kernel`` (e.g. ``"L5E5E5"``, x first), rotation invariance pooled
     by ``pooling`` (``"max"`` or ``"average"``), energy map over ``energy_distance`` voxels
     (``None``: no energy map).
+    ``"gabor"``: scale ``sigma_mm``, ``wavelength_mm``, ``aspect_ratio`` (gamma), orientations
+    ``angles_deg``, truncated at ``truncate`` sigma; rotation invariance averages orientations
+    (and, in 3D, the three orthogonal planes).
     ``boundary`` is the padding: ``"mirror"``, ``"nearest"``, ``"wrap"`` or ``"constant"``.
     """
 
-    kind: Literal["mean", "log", "wavelet", "laws"]
+    kind: Literal["mean", "log", "wavelet", "laws", "gabor"]
     support: int | None = None
     sigma_mm: float | None = None
     truncate: float = 4.0
@@ -88,6 +91,9 @@ class FilterSpec:
     laws_kernel: str | None = None
     energy_distance: int | None = None
     pooling: Literal["max", "average"] = "average"
+    wavelength_mm: float | None = None
+    aspect_ratio: float = 1.0
+    angles_deg: tuple[float, ...] = (0.0,)
 
 
 @dataclass(frozen=True)
@@ -213,7 +219,10 @@ class Settings:
                     raise SettingsError(f"{key} must be a mapping with method, value, lower_bound")
                 changes[key] = Discretisation(**value)
             elif key == "filters":
-                changes[key] = tuple(FilterSpec(**spec) for spec in value)
+                changes[key] = tuple(
+                    FilterSpec(**{k: tuple(v) if k == "angles_deg" else v for k, v in spec.items()})
+                    for spec in value
+                )
             elif key in ("resampled_spacing",) and value is not None:
                 changes[key] = tuple(float(v) for v in value)
             elif key == "reseg_range" and value is not None:

@@ -169,8 +169,8 @@ def test_unknown_wavelet_and_bad_response_are_settings_errors() -> None:
         response_maps(FilterSpec("mean", support=4))
     with pytest.raises(SettingsError, match="sigma"):
         response_maps(FilterSpec("log", sigma_mm=0.0))
-    with pytest.raises(NotImplementedError, match="gabor"):
-        response_maps(FilterSpec("gabor"))  # type: ignore[arg-type]
+    with pytest.raises(NotImplementedError, match="simoncelli"):
+        response_maps(FilterSpec("simoncelli"))  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- wavelet transform

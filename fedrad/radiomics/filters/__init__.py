@@ -11,8 +11,9 @@ interpolated region around a ROI.
 ``FilterSpec.dimensions``: ``"3D"`` filters the volume; ``"2D"`` filters each slice (array axis 0)
 in-plane. Distances (LoG sigma) are in mm; supports (mean) are in voxels.
 
-Not implemented: Gabor filters, non-separable wavelets (Simoncelli, Shannon) and Riesz transforms
-(IBSI-2 phase-2 configurations 5, 8, 9): they raise ``NotImplementedError``.
+Gabor filters (:mod:`fedrad.radiomics.filters.gabor`) are available. Not implemented:
+non-separable wavelets (Simoncelli, Shannon) and Riesz transforms (IBSI-2 phase-2 configurations
+8, 9): they raise ``NotImplementedError``.
 
 Image-type names (``PreparedROI.image_type``, the column prefix of filtered features):
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedrad.errors import SettingsError
-from fedrad.radiomics.filters import laws, log, mean, wavelet
+from fedrad.radiomics.filters import gabor, laws, log, mean, wavelet
 from fedrad.radiomics.filters.boundary import check_boundary, pad
 from fedrad.radiomics.settings import FilterSpec
 
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 #: IBSI-2 filters fedrad does not implement (yet).
-NOT_IMPLEMENTED = ("gabor", "simoncelli", "shannon", "riesz")
+NOT_IMPLEMENTED = ("simoncelli", "shannon", "riesz")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,15 @@ class ResponseMap:
             base = f"mean-{int(s.support)}"  # type: ignore[arg-type]
         elif s.kind == "log":
             base = f"log-sigma-{float(s.sigma_mm):g}mm"  # type: ignore[arg-type]
+        elif s.kind == "gabor":
+            base = (
+                f"gabor-sigma-{float(s.sigma_mm):g}mm-lambda-{float(s.wavelength_mm):g}mm"  # type: ignore[arg-type]
+                f"-gamma-{float(s.aspect_ratio):g}"
+            )
+            if s.rotation_invariant:
+                base += "-rotinv"
+            else:
+                base += f"-theta-{float(s.angles_deg[0]):g}"
         elif s.kind == "laws":
             base = f"laws-{str(s.laws_kernel).upper()}"
             if s.energy_distance is not None:
@@ -96,14 +106,22 @@ def check(spec: FilterSpec) -> None:
     if kind in NOT_IMPLEMENTED:
         raise NotImplementedError(
             f"the {kind} filter is not implemented in fedrad; available filters: "
-            "mean, log, laws, wavelet"
+            "mean, log, laws, gabor, wavelet"
         )
-    if kind not in ("mean", "log", "wavelet", "laws"):
-        raise SettingsError(f"unknown filter kind {spec.kind!r}: use mean, log, laws or wavelet")
+    if kind not in ("mean", "log", "wavelet", "laws", "gabor"):
+        raise SettingsError(
+            f"unknown filter kind {spec.kind!r}: use mean, log, laws, gabor or wavelet"
+        )
     if spec.dimensions not in ("2D", "3D"):
         raise SettingsError(f"filter dimensions must be 2D or 3D, got {spec.dimensions!r}")
     check_boundary(spec.boundary)
-    {"mean": mean.check, "log": log.check, "wavelet": wavelet.check, "laws": laws.check}[kind](spec)
+    {
+        "mean": mean.check,
+        "log": log.check,
+        "wavelet": wavelet.check,
+        "laws": laws.check,
+        "gabor": gabor.check,
+    }[kind](spec)
 
 
 def response_maps(spec: FilterSpec) -> list[ResponseMap]:
@@ -122,6 +140,8 @@ def radius(rmap: ResponseMap, spacing: tuple[float, float, float]) -> tuple[int,
         return log.radius(rmap.spec, spacing)
     if rmap.spec.kind == "laws":
         return laws.radius(rmap.spec)
+    if rmap.spec.kind == "gabor":
+        return gabor.radius(rmap.spec, spacing)
     return wavelet.radius(rmap.spec)
 
 
@@ -135,6 +155,8 @@ def compute(
         return log.response(padded, rmap.spec, spacing)
     if rmap.spec.kind == "laws":
         return laws.response(padded, rmap.spec)
+    if rmap.spec.kind == "gabor":
+        return gabor.response(padded, rmap.spec, spacing)
     return wavelet.response(padded, rmap.spec, rmap.response)  # type: ignore[arg-type]
 
 

@@ -19,7 +19,7 @@ id    filter                                                              fedrad
 2     mean, support 5 voxels                                              ``mean``
 3     Laplacian of Gaussian, sigma 1.5 mm, truncated at 4 sigma          ``log``
 4     Laws L5E5E5 (2D: L5E5), rotation invariant (max), energy map 7     ``laws``
-5     Gabor, sigma 5 mm, lambda 2 mm, gamma 3/2, pi/8 steps, invariant    not implemented
+5     Gabor, sigma 5 mm, lambda 2 mm, gamma 3/2, pi/8 steps, invariant    ``gabor``
 6     Daubechies 3, LLH (2D: LH), level 1, rotation invariant (average)  ``wavelet``
 7     Daubechies 3, HHH (2D: HH), level 2, rotation invariant (average)  ``wavelet``
 8     Simoncelli (non-separable wavelet), level 1                         not implemented
@@ -35,8 +35,8 @@ from fedrad.errors import SettingsError
 from fedrad.radiomics.settings import FilterSpec, Settings
 
 #: Phase-2 filter ids fedrad implements, and those it does not (with the filter's name).
-IMPLEMENTED = ("1", "2", "3", "4", "6", "7")
-NOT_IMPLEMENTED = {"5": "Gabor", "8": "Simoncelli", "9": "Simoncelli"}
+IMPLEMENTED = ("1", "2", "3", "4", "5", "6", "7")
+NOT_IMPLEMENTED = {"8": "Simoncelli", "9": "Simoncelli"}
 
 
 def _filter(filter_id: str, dims: Literal["2D", "3D"]) -> FilterSpec | None:
@@ -54,6 +54,18 @@ def _filter(filter_id: str, dims: Literal["2D", "3D"]) -> FilterSpec | None:
             energy_distance=7,
             rotation_invariant=True,
             pooling="max",
+            boundary="mirror",
+            dimensions=dims,
+        )
+    if filter_id == "5":
+        return FilterSpec(
+            "gabor",
+            sigma_mm=5.0,
+            wavelength_mm=2.0,
+            aspect_ratio=1.5,
+            angles_deg=tuple(22.5 * k for k in range(16)),
+            truncate=4.0,
+            rotation_invariant=True,
             boundary="mirror",
             dimensions=dims,
         )
@@ -80,7 +92,7 @@ def phase2_settings(config_id: str) -> Settings:
 
     Raises:
         SettingsError: unknown id.
-        NotImplementedError: Gabor and Simoncelli configurations.
+        NotImplementedError: Simoncelli configurations.
     """
     filter_id, _, variant = config_id.partition(".")
     if variant not in ("A", "B") or filter_id not in (*IMPLEMENTED, *NOT_IMPLEMENTED):
